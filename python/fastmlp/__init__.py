@@ -1,0 +1,62 @@
+"""fastmlp: fast, exact inference for small dense neural networks (MLPs) on the CPU.
+
+The compute core is Rust (``fastmlp._core``); this package validates arguments, applies
+NumPy's dtype rules and raises clear errors. The public API:
+
+- kernels: :func:`sigmoid`, :func:`softmax`, :func:`log_softmax`, :func:`identity`, :func:`dense`
+- the model: :class:`MLP` (``predict_proba``, ``predict_log_proba``, ``predict``, ``score``)
+- weights: :func:`load` (``.npz`` and the tutorial's pickle, read without running its code)
+- threads: :func:`set_num_threads`, :func:`get_num_threads` (or ``FASTMLP_NUM_THREADS``)
+- :mod:`fastmlp.reference`: the plain NumPy ground truth the tests compare against.
+"""
+
+from __future__ import annotations
+
+from . import _core
+from ._functions import dense, identity, log_softmax, sigmoid, softmax
+from ._io import load
+from ._model import MLP
+from .errors import DataFormatError, UnsafePickleError, WeightsFormatError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MLP",
+    "DataFormatError",
+    "UnsafePickleError",
+    "WeightsFormatError",
+    "cpu_level",
+    "dense",
+    "get_num_threads",
+    "identity",
+    "load",
+    "log_softmax",
+    "set_num_threads",
+    "sigmoid",
+    "softmax",
+]
+
+
+def set_num_threads(threads: int) -> None:
+    """Sets how many threads calls use by default (0 restores the default).
+
+    The default is ``FASTMLP_NUM_THREADS`` when set, else the cores available to the process.
+    A call's ``threads=`` argument overrides it. Counts above the available cores are capped:
+    concurrent callers share one pool of workers rather than oversubscribing the machine.
+    """
+    import operator
+
+    count = operator.index(threads)
+    if count < 0:
+        raise ValueError(f"threads must be >= 0, got {count}")
+    _core.set_num_threads(count)
+
+
+def get_num_threads() -> int:
+    """The number of threads a call uses by default."""
+    return _core.get_num_threads()
+
+
+def cpu_level() -> str:
+    """The instruction set new work runs at: ``"avx512"``, ``"avx2"`` or ``"portable"``."""
+    return _core.cpu_level()

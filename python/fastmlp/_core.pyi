@@ -1,0 +1,78 @@
+"""Type stub for fastmlp's compiled core. Private: use the functions in ``fastmlp`` instead.
+
+The Python layer validates arguments and allocates outputs; these functions re-check what
+memory safety depends on (dtype, shape, C-contiguity, writeability) and raise ``TypeError`` or
+``ValueError`` otherwise. A Rust panic is caught and raised as ``RuntimeError``.
+"""
+
+from typing import List, Optional
+
+import numpy as np
+import numpy.typing as npt
+
+def elementwise(
+    activation: str,
+    x: Optional[npt.NDArray[np.floating]],
+    out: npt.NDArray[np.floating],
+    threads: Optional[int] = None,
+) -> None:
+    """``out = activation(x)`` element-wise ("sigmoid", "relu", "tanh", "identity"); in place
+    on ``out`` when ``x`` is None. ``x`` and ``out`` share one dtype, float32 or float64."""
+
+def softmax(
+    x: Optional[npt.NDArray[np.floating]],
+    out: npt.NDArray[np.floating],
+    outer: int,
+    len: int,
+    inner: int,
+    log: bool = False,
+    threads: Optional[int] = None,
+) -> None:
+    """Softmax (or log-softmax) along the middle axis of a C-contiguous array viewed as
+    ``[outer][len][inner]``; in place on ``out`` when ``x`` is None."""
+
+class PackedMLP:
+    """A model whose weights were packed once, at construction, for this CPU."""
+
+    def __init__(
+        self,
+        weights: List[npt.NDArray[np.floating]],
+        biases: List[npt.NDArray[np.floating]],
+        activations: List[str],
+        input_scale: float = 1.0,
+    ) -> None: ...
+    def forward(
+        self,
+        x: npt.NDArray[np.generic],
+        out: npt.NDArray[np.floating],
+        threads: Optional[int] = None,
+        log: bool = False,
+    ) -> None:
+        """Writes the outputs for the rows of ``x`` (2-D uint8/float32/float64) into ``out``."""
+    def predict(
+        self,
+        x: npt.NDArray[np.generic],
+        out: npt.NDArray[np.int64],
+        threads: Optional[int] = None,
+    ) -> None:
+        """Writes each row's argmax output into ``out`` (int64, one per row)."""
+    @property
+    def level(self) -> str:
+        """The instruction-set level the weights were packed for."""
+    def planned_tasks(self, rows: int, threads: Optional[int] = None) -> int:
+        """How many tasks a call over ``rows`` rows is split into."""
+
+def set_num_threads(threads: int) -> None:
+    """Sets the default thread count (0: ``FASTMLP_NUM_THREADS`` or the available cores)."""
+
+def get_num_threads() -> int:
+    """The default thread count, capped at the available cores."""
+
+def cpu_level() -> str:
+    """The instruction-set level new work runs at."""
+
+def supported_levels() -> List[str]:
+    """The levels this CPU can run, best first."""
+
+def force_cpu_level(name: Optional[str] = None) -> None:
+    """For tests: forces the level new work runs at (None: the detected one)."""

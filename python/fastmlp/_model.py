@@ -1,0 +1,437 @@
+"""The ``MLP`` model: validation and conversions in Python, the forward pass in ``fastmlp._core``."""
+
+from __future__ import annotations
+
+import math
+import operator
+from typing import Any, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import _core
+from ._functions import ACTIVATIONS, check_out, check_threads
+
+__all__ = ["MLP"]
+
+_INPUT_DTYPES = frozenset(np.dtype(t) for t in (np.uint8, np.float32, np.float64))
+
+Layer = Tuple[np.ndarray, np.ndarray, str]
+
+
+def _model_dtype(layers: Sequence[Any], dtype: Any) -> np.dtype:
+    if dtype is not None:
+        chosen = np.dtype(dtype)
+        if chosen not in (np.float32, np.float64):
+            raise TypeError(f"dtype must be float32 or float64, got {chosen}")
+        return chosen
+    # float32 weights compute in float32; anything else (float64, integers) in float64.
+    all_float32 = all(
+        np.asarray(W).dtype == np.float32 and np.asarray(b).dtype == np.float32 for W, b, _ in layers
+    )
+    return np.dtype(np.float32 if all_float32 else np.float64)
+
+
+def _frozen_copy(array: Any, dtype: np.dtype, what: str) -> np.ndarray:
+    array = np.asarray(array)
+    if array.dtype.kind not in "fiu":
+        raise TypeError(f"{what} has dtype {array.dtype}; expected a real numeric array")
+    copy = np.array(array, dtype=dtype, order="C", copy=True)
+    copy.setflags(write=False)
+    return copy
+
+
+class MLP:
+    """A multilayer perceptron for inference, with weights packed once for this CPU.
+
+    Parameters
+    ----------
+    layers : sequence of (W, b, activation)
+        ``W`` has shape ``(in, out)``, ``b`` shape ``(out,)``; each layer's ``in`` equals the
+        previous layer's ``out``. ``activation`` is one of ``"sigmoid"``, ``"relu"``,
+        ``"tanh"``, ``"identity"``, ``"softmax"``.
+    input_scale : float, optional
+        A factor applied to every input value inside the kernel, before the first layer (for
+        example ``1/255`` for raw pixels), so uint8 images never need a float copy.
+    dtype : {float32, float64}, optional
+        The compute dtype. Default: float32 when every weight is float32, else float64.
+
+    Raises
+    ------
+    ValueError
+        If shapes do not chain (the message names the layer index and both shapes) or an
+        activation is unknown.
+    TypeError
+        If a weight array is not real-numeric.
+
+    Notes
+    -----
+    An ``MLP`` is immutable: it keeps read-only copies of the weights it was given, so
+    changing the caller's arrays afterwards changes nothing. It is safe to share between
+    threads; calls release the GIL while they compute on large batches.
+
+    Each output row depends only on its input row and the model: results are bit-identical
+    whatever the batch size, the ``batch_size`` split and the thread count.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> model = fastmlp.MLP([(rng.normal(size=(4, 3)), np.zeros(3), "softmax")])
+    >>> model.predict_proba(np.ones((2, 4))).shape
+    (2, 3)
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[Layer],
+        *,
+        input_scale: Optional[float] = None,
+        dtype: Any = None,
+    ) -> None:
+        layers = list(layers)
+        if not layers:
+            raise ValueError("an MLP needs at least one layer, got an empty list")
+        for index, layer in enumerate(layers):
+            if not isinstance(layer, (tuple, list)) or len(layer) != 3:
+                raise TypeError(f"layer {index} must be a (W, b, activation) tuple, got {layer!r:.80}")
+        self._dtype = _model_dtype(layers, dtype)
+        coefs, intercepts, activations = [], [], []
+        previous_out = None
+        for index, (W, b, activation) in enumerate(layers):
+            W = _frozen_copy(W, self._dtype, f"layer {index}: W")
+            b = _frozen_copy(b, self._dtype, f"layer {index}: b")
+            if W.ndim != 2:
+                raise ValueError(f"layer {index}: W must be 2-D (in, out), got shape {W.shape}")
+            if b.ndim != 1 or b.shape[0] != W.shape[1]:
+                raise ValueError(
+                    f"layer {index}: b has shape {b.shape} but W has shape {W.shape}; "
+                    f"expected b of shape ({W.shape[1]},)"
+                )
+            if W.shape[0] == 0 or W.shape[1] == 0:
+                raise ValueError(f"layer {index}: W has an empty dimension, shape {W.shape}")
+            if previous_out is not None and W.shape[0] != previous_out:
+                raise ValueError(
+                    f"layer {index}: W has shape {W.shape} but layer {index - 1} outputs "
+                    f"{previous_out} values (W {coefs[-1].shape}); expected W of shape "
+                    f"({previous_out}, {W.shape[1]})"
+                )
+            if not isinstance(activation, str) or activation not in ACTIVATIONS:
+                raise ValueError(
+                    f"layer {index}: unknown activation {activation!r}; expected one of "
+                    f"{', '.join(ACTIVATIONS)}"
+                )
+            previous_out = W.shape[1]
+            coefs.append(W)
+            intercepts.append(b)
+            activations.append(activation)
+        if input_scale is not None:
+            input_scale = float(input_scale)
+            if not math.isfinite(input_scale):
+                raise ValueError(f"input_scale must be finite, got {input_scale}")
+        self._n_features = int(coefs[0].shape[0])
+        self._n_outputs = int(coefs[-1].shape[1])
+        self._coefs = tuple(coefs)
+        self._intercepts = tuple(intercepts)
+        self._activations = tuple(activations)
+        self._input_scale = input_scale
+        self._packed = _core.PackedMLP(
+            list(coefs), list(intercepts), list(activations), 1.0 if input_scale is None else input_scale
+        )
+
+    @classmethod
+    def from_dict(
+        cls,
+        weights: Mapping[str, Any],
+        hidden: str = "sigmoid",
+        output: str = "softmax",
+        *,
+        input_scale: Optional[float] = None,
+        dtype: Any = None,
+    ) -> "MLP":
+        """Builds an MLP from the tutorial's dict ``{"W1", "b1", "W2", "b2", ...}``.
+
+        Parameters
+        ----------
+        weights : mapping
+            ``W1..Wn`` and ``b1..bn``, numbered from 1 without gaps.
+        hidden, output : str
+            The activation of every hidden layer, and of the last layer.
+        input_scale, dtype
+            As for :class:`MLP`.
+
+        Raises
+        ------
+        ValueError
+            If a key is missing, unexpected, or the shapes do not chain.
+        """
+        if not isinstance(weights, Mapping):
+            raise TypeError(f"weights must be a mapping of W1, b1, ..., got {type(weights).__name__}")
+        count = 0
+        while f"W{count + 1}" in weights:
+            count += 1
+        if count == 0:
+            raise ValueError(f"weights has no 'W1'; keys are {sorted(map(str, weights))}")
+        expected = {f"{kind}{i}" for i in range(1, count + 1) for kind in "Wb"}
+        missing = sorted(expected - set(weights))
+        unexpected = sorted(set(map(str, weights)) - expected)
+        if missing or unexpected:
+            raise ValueError(
+                f"weights must hold W1..W{count} and b1..b{count}; "
+                f"missing {missing}, unexpected {unexpected}"
+            )
+        layers = [
+            (weights[f"W{i}"], weights[f"b{i}"], output if i == count else hidden)
+            for i in range(1, count + 1)
+        ]
+        return cls(layers, input_scale=input_scale, dtype=dtype)
+
+    # -- attributes (scikit-learn names where they fit) -----------------------------------
+
+    @property
+    def coefs_(self) -> "list[np.ndarray]":
+        """Weight matrices, ``(in, out)`` each, read-only."""
+        return list(self._coefs)
+
+    @property
+    def intercepts_(self) -> "list[np.ndarray]":
+        """Bias vectors, read-only."""
+        return list(self._intercepts)
+
+    @property
+    def activations(self) -> "tuple[str, ...]":
+        """Each layer's activation name."""
+        return self._activations
+
+    @property
+    def out_activation_(self) -> str:
+        """The last layer's activation."""
+        return self._activations[-1]
+
+    @property
+    def n_features_in_(self) -> int:
+        return self._n_features
+
+    @property
+    def n_outputs_(self) -> int:
+        return self._n_outputs
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._dtype
+
+    @property
+    def input_scale(self) -> Optional[float]:
+        return self._input_scale
+
+    @property
+    def cpu_level(self) -> str:
+        """The instruction set the weights were packed for ("avx512", "avx2", "portable")."""
+        return self._packed.level
+
+    def __repr__(self) -> str:
+        sizes = "-".join(str(n) for n in [self.n_features_in_] + [W.shape[1] for W in self._coefs])
+        scale = "" if self._input_scale is None else f", input_scale={self._input_scale!r}"
+        return f"MLP({sizes}, activations={self._activations!r}, dtype={self._dtype.name}{scale})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, MLP):
+            return NotImplemented
+        return (
+            self._dtype == other._dtype
+            and self._activations == other._activations
+            and self._input_scale == other._input_scale
+            and all(np.array_equal(a, b) for a, b in zip(self._coefs, other._coefs))
+            and all(np.array_equal(a, b) for a, b in zip(self._intercepts, other._intercepts))
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __reduce__(self) -> Any:
+        # Pickle travels as arrays and names only; the packed weights are rebuilt on load.
+        layers = list(zip(self._coefs, self._intercepts, self._activations))
+        return (_rebuild, (layers, self._input_scale, self._dtype.name))
+
+    # -- inference -----------------------------------------------------------------------
+
+    def _rows(self, X: Any) -> "tuple[np.ndarray, bool]":
+        """``X`` as C-contiguous ``(N, K)`` rows (a view where possible) and whether it was one sample.
+
+        Written for the batch-of-one latency: the common cases take no NumPy reductions.
+        """
+        if type(X) is not np.ndarray:
+            X = np.asarray(X)
+        if X.dtype not in _INPUT_DTYPES:
+            if X.dtype.kind not in "fiu":
+                raise TypeError(
+                    f"X has dtype {X.dtype}; expected uint8, float32 or float64 "
+                    "(other integer and float dtypes are converted to the model's dtype)"
+                )
+            X = X.astype(self._dtype)
+        K = self._n_features
+        ndim = X.ndim
+        if ndim == 2 and X.shape[1] == K:
+            rows, single = X, False
+        elif ndim == 1:
+            if X.shape[0] != K:
+                raise ValueError(f"X has shape {X.shape}; the model expects ({K},) or (N, {K})")
+            rows, single = X.reshape(1, K), True
+        elif ndim == 0:
+            raise ValueError(f"X must have shape (K,), (N, K) or (N, ...) with K={K}, got a scalar")
+        else:
+            trailing = math.prod(X.shape[1:])
+            if trailing != K:
+                raise ValueError(
+                    f"X has shape {X.shape}: {trailing} values per row, but the model expects {K} "
+                    f"(shape (N, {K}), or trailing dimensions whose product is {K})"
+                )
+            rows, single = X.reshape(X.shape[0], K), False
+        if not rows.flags.c_contiguous:
+            rows = np.ascontiguousarray(rows)
+        return rows, single
+
+    @staticmethod
+    def _batch_size(batch_size: Optional[int]) -> Optional[int]:
+        if batch_size is None:
+            return None
+        try:
+            size = operator.index(batch_size)
+        except TypeError:
+            raise TypeError(f"batch_size must be a positive int or None, got {batch_size!r}") from None
+        if size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {size}")
+        return size
+
+    def _forward(
+        self,
+        X: Any,
+        batch_size: Optional[int],
+        threads: Optional[int],
+        out: Optional[np.ndarray],
+        log: bool,
+    ) -> np.ndarray:
+        rows, single = self._rows(X)
+        n_rows = rows.shape[0]
+        outputs = self._n_outputs
+        if threads is not None:
+            threads = check_threads(threads)
+        shape = (outputs,) if single else (n_rows, outputs)
+        if out is None:
+            result = np.empty(shape, dtype=self._dtype)
+        else:
+            result = check_out(out, shape, self._dtype)
+            if np.may_share_memory(result, rows):
+                rows = rows.copy()
+        matrix = result.reshape(n_rows, outputs) if single else result
+        size = self._batch_size(batch_size)
+        if size is None or size >= n_rows:
+            self._packed.forward(rows, matrix, threads, log)
+        else:
+            for start in range(0, n_rows, size):
+                self._packed.forward(rows[start : start + size], matrix[start : start + size], threads, log)
+        return result
+
+    def predict_proba(
+        self,
+        X: Any,
+        batch_size: Optional[int] = None,
+        *,
+        threads: Optional[int] = None,
+        out: Optional[np.ndarray] = None,
+    ) -> np.ndarray:
+        """The network's outputs (class probabilities for a softmax output).
+
+        Parameters
+        ----------
+        X : array_like, shape (K,), (N, K) or (N, ...) with trailing dims multiplying to K
+            uint8, float32 or float64, converted inside the kernel (uint8 images are never
+            copied to float). Other real dtypes are first converted to the model's dtype.
+        batch_size : int, optional
+            Run the rows in slices of this many (as the tutorial's loop does). Results are
+            bit-identical to a single call.
+        threads : int, optional
+            Upper bound on threads (default ``fastmlp.get_num_threads()``).
+        out : ndarray, optional
+            A C-contiguous buffer of the model's dtype and shape (N, out) (or (out,)) to
+            reuse; it is checked before anything is written.
+
+        Returns
+        -------
+        ndarray, shape (N, out), or (out,) for one sample, in the model's dtype.
+
+        Raises
+        ------
+        ValueError
+            If X's shape does not fit the model (the message shows both).
+        TypeError
+            If X is boolean, complex, object or string data.
+        """
+        return self._forward(X, batch_size, threads, out, log=False)
+
+    def predict_log_proba(
+        self,
+        X: Any,
+        batch_size: Optional[int] = None,
+        *,
+        threads: Optional[int] = None,
+        out: Optional[np.ndarray] = None,
+    ) -> np.ndarray:
+        """Log-probabilities: the output softmax is computed as a log-softmax, directly.
+
+        Unlike ``np.log(predict_proba(X))`` it stays finite where a probability underflows.
+        Same parameters as :meth:`predict_proba`.
+
+        Raises
+        ------
+        ValueError
+            If the output layer is not softmax.
+        """
+        if self.out_activation_ != "softmax":
+            raise ValueError(
+                f"predict_log_proba needs a softmax output layer; this model's is {self.out_activation_!r}"
+            )
+        return self._forward(X, batch_size, threads, out, log=True)
+
+    def predict(self, X: Any, batch_size: Optional[int] = None, *, threads: Optional[int] = None) -> np.ndarray:
+        """Predicted labels: each row's argmax output, as int64 (a scalar for one sample).
+
+        For a single-output network the label is ``output > 0.5`` (a binary classifier, as
+        scikit-learn's), and for an identity output layer (a regressor) the outputs themselves
+        are returned. The argmax runs inside the kernel; probabilities are never materialised.
+        NaN outputs follow ``np.argmax``: the first NaN wins.
+        """
+        if self.n_outputs_ == 1 or self.out_activation_ == "identity":
+            values = self.predict_proba(X, batch_size, threads=threads)
+            if self.out_activation_ == "identity":
+                return values
+            return (values[..., 0] > 0.5).astype(np.int64)
+        rows, single = self._rows(X)
+        size = self._batch_size(batch_size)
+        threads = check_threads(threads)
+        labels = np.empty(rows.shape[0], dtype=np.int64)
+        step = size or max(rows.shape[0], 1)
+        for start in range(0, rows.shape[0], step):
+            self._packed.predict(rows[start : start + step], labels[start : start + step], threads)
+        return labels[0] if single else labels
+
+    def score(self, X: Any, y: Any, batch_size: Optional[int] = None, *, threads: Optional[int] = None) -> float:
+        """Accuracy of :meth:`predict` against labels ``y`` (R² for an identity output).
+
+        Raises
+        ------
+        ValueError
+            If ``y`` does not have one label per row of ``X``.
+        """
+        predicted = np.asarray(self.predict(X, batch_size, threads=threads))
+        y = np.asarray(y)
+        if y.shape != predicted.shape:
+            raise ValueError(f"y has shape {y.shape}; expected {predicted.shape}, one label per row of X")
+        if self.out_activation_ == "identity":
+            residual = float(np.sum((y - predicted) ** 2))
+            total = float(np.sum((y - y.mean(axis=0)) ** 2))
+            return 1.0 - residual / total if total > 0 else float("nan")
+        if y.size == 0:
+            raise ValueError("score needs at least one row")
+        return float(np.mean(predicted == y))
+
+
+def _rebuild(layers: "list[Layer]", input_scale: Optional[float], dtype: str) -> MLP:
+    return MLP(layers, input_scale=input_scale, dtype=dtype)

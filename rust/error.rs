@@ -1,0 +1,57 @@
+//! Every error the core reports, and its one mapping to a Python exception.
+
+use std::fmt;
+
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::PyErr;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FastmlpError {
+    /// An array has the wrong shape or size for what it is used as.
+    Shape(String),
+    /// An array has a dtype the operation does not accept.
+    DType(String),
+    /// An argument has a value outside what is accepted (names, counts, layouts).
+    Value(String),
+    /// A bug in fastmlp: a Rust panic caught before it could reach Python.
+    Internal(String),
+}
+
+impl fmt::Display for FastmlpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FastmlpError::Shape(m) | FastmlpError::DType(m) | FastmlpError::Value(m) => {
+                f.write_str(m)
+            }
+            FastmlpError::Internal(m) => write!(
+                f,
+                "internal error in fastmlp's core ({m}); please report it with the call that caused it"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for FastmlpError {}
+
+impl From<FastmlpError> for PyErr {
+    fn from(err: FastmlpError) -> PyErr {
+        let message = err.to_string();
+        match err {
+            FastmlpError::Shape(_) | FastmlpError::Value(_) => PyValueError::new_err(message),
+            FastmlpError::DType(_) => PyTypeError::new_err(message),
+            FastmlpError::Internal(_) => PyRuntimeError::new_err(message),
+        }
+    }
+}
+
+/// Runs `work`, turning a panic into `FastmlpError::Internal` so it never unwinds into Python.
+pub fn catch_panic<T>(work: impl FnOnce() -> T) -> Result<T, FastmlpError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).map_err(|payload| {
+        let detail = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_string());
+        FastmlpError::Internal(detail)
+    })
+}

@@ -1,0 +1,133 @@
+//! Runtime CPU dispatch: picks the best instruction set once, and lets tests force a lower one.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::OnceLock;
+
+use super::math::ExpConstants;
+#[cfg(target_arch = "x86_64")]
+use super::simd::{Avx2, Avx512};
+use super::simd::{Portable, Simd};
+
+/// An instruction-set level, best first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Avx512,
+    Avx2,
+    Portable,
+}
+
+impl Level {
+    pub const ALL: [Level; 3] = [Level::Avx512, Level::Avx2, Level::Portable];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Avx512 => "avx512",
+            Level::Avx2 => "avx2",
+            Level::Portable => "portable",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Level> {
+        Level::ALL.into_iter().find(|level| level.name() == name)
+    }
+
+    /// Whether this CPU can run the level.
+    pub fn is_supported(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512 => Avx512::<f32>::detect().is_some(),
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2 => Avx2::<f32>::detect().is_some(),
+            #[cfg(not(target_arch = "x86_64"))]
+            Level::Avx512 | Level::Avx2 => false,
+            Level::Portable => true,
+        }
+    }
+}
+
+fn detected_level() -> Level {
+    static DETECTED: OnceLock<Level> = OnceLock::new();
+    *DETECTED.get_or_init(|| {
+        Level::ALL
+            .into_iter()
+            .find(|level| level.is_supported())
+            .unwrap_or(Level::Portable)
+    })
+}
+
+const NOT_FORCED: u8 = u8::MAX;
+static FORCED: AtomicU8 = AtomicU8::new(NOT_FORCED);
+
+/// The level new work runs at: the best detected one, unless a test forced another.
+pub fn active_level() -> Level {
+    match FORCED.load(Ordering::Relaxed) {
+        NOT_FORCED => detected_level(),
+        index => Level::ALL[index as usize],
+    }
+}
+
+/// Forces a level (`None` returns to the detected one). Refuses a level this CPU cannot run.
+pub fn force_level(level: Option<Level>) -> Result<(), Level> {
+    match level {
+        None => FORCED.store(NOT_FORCED, Ordering::Relaxed),
+        Some(level) if level.is_supported() => {
+            let index = Level::ALL.iter().position(|l| *l == level).unwrap_or(2);
+            FORCED.store(index as u8, Ordering::Relaxed)
+        }
+        Some(level) => return Err(level),
+    }
+    Ok(())
+}
+
+/// A piece of work written once, generically, for any `Simd` of element type `E`.
+pub trait SimdTask<E> {
+    type Output;
+    fn run<S: Simd<Elem = E>>(self, simd: S) -> Self::Output;
+}
+
+/// Element types the kernels are instantiated for.
+pub trait DispatchElement: ExpConstants + Sized {
+    /// Runs `task` at `level`, which must be supported (else it falls back to portable).
+    fn dispatch<T: SimdTask<Self>>(level: Level, task: T) -> T::Output;
+}
+
+macro_rules! impl_dispatch {
+    ($e:ty) => {
+        impl DispatchElement for $e {
+            #[inline]
+            fn dispatch<T: SimdTask<$e>>(level: Level, task: T) -> T::Output {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    #[target_feature(enable = "avx512f,avx2,fma")]
+                    fn run_avx512<T: SimdTask<$e>>(simd: Avx512<$e>, task: T) -> T::Output {
+                        task.run(simd)
+                    }
+                    #[target_feature(enable = "avx2,fma")]
+                    fn run_avx2<T: SimdTask<$e>>(simd: Avx2<$e>, task: T) -> T::Output {
+                        task.run(simd)
+                    }
+                    match level {
+                        Level::Avx512 => {
+                            if let Some(simd) = Avx512::<$e>::detect() {
+                                // SAFETY: the token's existence proves avx512f, avx2 and fma.
+                                return unsafe { run_avx512(simd, task) };
+                            }
+                        }
+                        Level::Avx2 => {
+                            if let Some(simd) = Avx2::<$e>::detect() {
+                                // SAFETY: the token's existence proves avx2 and fma are available.
+                                return unsafe { run_avx2(simd, task) };
+                            }
+                        }
+                        Level::Portable => {}
+                    }
+                }
+                let _ = level;
+                task.run(Portable::<$e>::new())
+            }
+        }
+    };
+}
+
+impl_dispatch!(f32);
+impl_dispatch!(f64);

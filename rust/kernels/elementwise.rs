@@ -1,0 +1,343 @@
+//! Array kernels outside a model: element-wise activations over flat buffers, and softmax /
+//! log-softmax along one axis of a C-contiguous array viewed as `[outer][len][inner]`.
+
+use rayon::prelude::*;
+
+use super::dispatch::{DispatchElement, Level, SimdTask};
+use super::math::{apply_elementwise, softmax_vertical, Activation, ExpConstants};
+use super::simd::{Element, Simd};
+use crate::threads;
+
+/// Elements per parallel task: large enough (hundreds of microseconds) to amortise a wake-up.
+const ELEMENTS_PER_TASK: usize = 1 << 18;
+
+/// Source of a kernel: a separate input, or the output buffer itself (in place).
+#[derive(Clone, Copy)]
+pub enum Source<'a, E> {
+    Slice(&'a [E]),
+    InPlace,
+}
+
+/// `dst = act(src)` element-wise (`src` defaults to `dst` itself).
+pub fn map_elementwise<E: DispatchElement>(
+    level: Level,
+    activation: Activation,
+    src: Source<'_, E>,
+    dst: &mut [E],
+    threads: usize,
+) {
+    if let Source::Slice(src) = src {
+        assert_eq!(src.len(), dst.len());
+    }
+    let tasks = threads.min(dst.len() / ELEMENTS_PER_TASK).max(1);
+    if tasks == 1 {
+        E::dispatch(
+            level,
+            ElementwiseTask {
+                activation,
+                src,
+                dst,
+            },
+        );
+        return;
+    }
+    let per_task = dst.len().div_ceil(tasks * 4);
+    threads::pool().install(|| {
+        dst.par_chunks_mut(per_task)
+            .enumerate()
+            .for_each(|(index, part)| {
+                let src = match src {
+                    Source::Slice(s) => {
+                        Source::Slice(&s[index * per_task..index * per_task + part.len()])
+                    }
+                    Source::InPlace => Source::InPlace,
+                };
+                E::dispatch(
+                    level,
+                    ElementwiseTask {
+                        activation,
+                        src,
+                        dst: part,
+                    },
+                );
+            })
+    });
+}
+
+struct ElementwiseTask<'a, E> {
+    activation: Activation,
+    src: Source<'a, E>,
+    dst: &'a mut [E],
+}
+
+impl<E: DispatchElement> SimdTask<E> for ElementwiseTask<'_, E> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<S: Simd<Elem = E>>(self, s: S) {
+        let lanes = S::LANES;
+        let n = self.dst.len();
+        let full = n - n % lanes;
+        let dst = self.dst.as_mut_ptr();
+        let src: *const E = match self.src {
+            Source::Slice(src) => src.as_ptr(),
+            Source::InPlace => dst,
+        };
+        for i in (0..full).step_by(lanes) {
+            // SAFETY: i + lanes <= full <= n, and `src` (if separate) has n elements (asserted
+            // by `map_elementwise`).
+            unsafe {
+                let v = apply_elementwise(s, self.activation, s.load(src.add(i)));
+                s.store(dst.add(i), v);
+            }
+        }
+        if full < n {
+            let mut tail = [E::ZERO; 16];
+            // SAFETY: elements full..n exist in both buffers.
+            unsafe { std::ptr::copy(src.add(full), tail.as_mut_ptr(), n - full) };
+            // SAFETY: `tail` holds 16 >= LANES elements.
+            unsafe {
+                s.store(
+                    tail.as_mut_ptr(),
+                    apply_elementwise(s, self.activation, s.load(tail.as_ptr())),
+                )
+            };
+            self.dst[full..].copy_from_slice(&tail[..n - full]);
+        }
+    }
+}
+
+/// Softmax (or log-softmax) along the middle axis of a C-contiguous `[outer][len][inner]` array.
+#[allow(clippy::too_many_arguments)]
+pub fn softmax_axis<E: DispatchElement>(
+    level: Level,
+    src: Source<'_, E>,
+    dst: &mut [E],
+    outer: usize,
+    len: usize,
+    inner: usize,
+    log: bool,
+    threads: usize,
+) {
+    assert_eq!(dst.len(), outer * len * inner);
+    if let Source::Slice(src) = src {
+        assert_eq!(src.len(), dst.len());
+    }
+    let block = len * inner;
+    let tasks = threads.min(dst.len() / ELEMENTS_PER_TASK).min(outer).max(1);
+    if tasks == 1 || block == 0 {
+        E::dispatch(
+            level,
+            SoftmaxTask {
+                src,
+                dst,
+                outer,
+                len,
+                inner,
+                log,
+            },
+        );
+        return;
+    }
+    let outer_per_task = outer.div_ceil(tasks * 4);
+    threads::pool().install(|| {
+        dst.par_chunks_mut(outer_per_task * block)
+            .enumerate()
+            .for_each(|(index, part)| {
+                let first = index * outer_per_task * block;
+                let src = match src {
+                    Source::Slice(s) => Source::Slice(&s[first..first + part.len()]),
+                    Source::InPlace => Source::InPlace,
+                };
+                let outer = part.len() / block;
+                E::dispatch(
+                    level,
+                    SoftmaxTask {
+                        src,
+                        dst: part,
+                        outer,
+                        len,
+                        inner,
+                        log,
+                    },
+                );
+            })
+    });
+}
+
+/// Rows at most this long are transposed a vector of rows at a time and reduced vertically;
+/// longer rows are reduced along their length, a vector at a time.
+const SHORT_ROW: usize = 32;
+
+struct SoftmaxTask<'a, E> {
+    src: Source<'a, E>,
+    dst: &'a mut [E],
+    outer: usize,
+    len: usize,
+    inner: usize,
+    log: bool,
+}
+
+impl<E: DispatchElement> SimdTask<E> for SoftmaxTask<'_, E> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<S: Simd<Elem = E>>(self, s: S) {
+        let SoftmaxTask {
+            src,
+            dst,
+            outer,
+            len,
+            inner,
+            log,
+        } = self;
+        if len == 0 || dst.is_empty() {
+            return;
+        }
+        let lanes = S::LANES;
+        let dst_ptr = dst.as_mut_ptr();
+        let src_ptr: *const E = match src {
+            Source::Slice(src) => src.as_ptr(),
+            Source::InPlace => dst_ptr,
+        };
+        let mut scratch = vec![E::ZERO; len * lanes];
+        // Gathers up to `lanes` strided lines into `scratch` (one per lane), runs the vertical
+        // softmax there, and scatters the live lanes back.
+        let mut through_scratch = |starts: &[usize], step: usize| {
+            for j in 0..len {
+                for (lane, &start) in starts.iter().enumerate() {
+                    // SAFETY: `start + j * step` indexes an element of the array (callers pass
+                    // line starts of this array and its own step).
+                    scratch[j * lanes + lane] = unsafe { *src_ptr.add(start + j * step) };
+                }
+            }
+            let base = scratch.as_mut_ptr();
+            // SAFETY: `scratch` holds `len * lanes` elements, vector j at `j * lanes`.
+            unsafe { softmax_vertical(s, base, base, len, lanes, log) };
+            for j in 0..len {
+                for (lane, &start) in starts.iter().enumerate() {
+                    // SAFETY: as for the gather above.
+                    unsafe { *dst_ptr.add(start + j * step) = scratch[j * lanes + lane] };
+                }
+            }
+        };
+        if inner == 1 {
+            if len <= SHORT_ROW {
+                let mut starts = Vec::with_capacity(lanes);
+                for first in (0..outer).step_by(lanes) {
+                    starts.clear();
+                    starts.extend((first..(first + lanes).min(outer)).map(|row| row * len));
+                    through_scratch(&starts, 1);
+                }
+            } else {
+                for row in 0..outer {
+                    // SAFETY: row < outer, so `row * len .. + len` lies inside both buffers.
+                    unsafe {
+                        softmax_row(s, src_ptr.add(row * len), dst_ptr.add(row * len), len, log)
+                    };
+                }
+            }
+            return;
+        }
+        let full = inner - inner % lanes;
+        let mut starts = Vec::with_capacity(lanes);
+        for o in 0..outer {
+            let plane = o * len * inner;
+            for v in (0..full).step_by(lanes) {
+                // SAFETY: vector j of this column block is at `plane + v + j * inner`, with
+                // v + lanes <= inner and j < len: inside the `[outer][len][inner]` array.
+                unsafe {
+                    softmax_vertical(
+                        s,
+                        src_ptr.add(plane + v),
+                        dst_ptr.add(plane + v),
+                        len,
+                        inner,
+                        log,
+                    )
+                };
+            }
+            if full < inner {
+                starts.clear();
+                starts.extend((full..inner).map(|i| plane + i));
+                through_scratch(&starts, inner);
+            }
+        }
+    }
+}
+
+/// Softmax of one contiguous row, reduced along its length.
+///
+/// # Safety
+/// `src` and `dst` must be valid for `len` elements (they may be equal).
+#[inline(always)]
+unsafe fn softmax_row<S: Simd>(s: S, src: *const S::Elem, dst: *mut S::Elem, len: usize, log: bool)
+where
+    S::Elem: ExpConstants,
+{
+    let lanes = S::LANES;
+    let full = len - len % lanes;
+    let neg_inf = S::Elem::NEG_INFINITY;
+    // The tail goes through a vector padded with -inf, whose exp adds exactly 0 to the sum.
+    let mut tail = [neg_inf; 16];
+    // SAFETY: elements full..len exist; `tail` holds 16 >= LANES elements.
+    unsafe { std::ptr::copy(src.add(full), tail.as_mut_ptr(), len - full) };
+    let mut lane_values = [S::Elem::ZERO; 16];
+    let reduce = |v: S::V,
+                  lane_values: &mut [S::Elem; 16],
+                  combine: &dyn Fn(S::Elem, S::Elem) -> S::Elem| {
+        // SAFETY: `lane_values` holds 16 >= LANES elements.
+        unsafe { s.store(lane_values.as_mut_ptr(), v) };
+        lane_values[1..lanes]
+            .iter()
+            .fold(lane_values[0], |a, &b| combine(a, b))
+    };
+    let max_of = |a: S::Elem, b: S::Elem| if a > b { a } else { b };
+
+    // SAFETY: (whole body) vector loads/stores at i < full with i + lanes <= full <= len.
+    unsafe {
+        let mut max_v = s.load(tail.as_ptr());
+        for i in (0..full).step_by(lanes) {
+            max_v = s.max(max_v, s.load(src.add(i)));
+        }
+        let max = reduce(max_v, &mut lane_values, &max_of);
+        let max_s = s.splat(max);
+        let mut sum_v = exp_shifted(s, s.load(tail.as_ptr()), max_s);
+        for i in (0..full).step_by(lanes) {
+            let e = exp_shifted(s, s.load(src.add(i)), max_s);
+            if !log {
+                s.store(dst.add(i), e);
+            }
+            sum_v = s.add(sum_v, e);
+        }
+        let sum = reduce(sum_v, &mut lane_values, &|a, b| a + b);
+        if log {
+            let log_sum = s.splat(sum.ln());
+            for i in (0..full).step_by(lanes) {
+                s.store(dst.add(i), s.sub(s.sub(s.load(src.add(i)), max_s), log_sum));
+            }
+            s.store(
+                tail.as_mut_ptr(),
+                s.sub(s.sub(s.load(tail.as_ptr()), max_s), log_sum),
+            );
+        } else {
+            let sum_s = s.splat(sum);
+            for i in (0..full).step_by(lanes) {
+                s.store(dst.add(i), s.div(s.load(dst.add(i)), sum_s));
+            }
+            s.store(
+                tail.as_mut_ptr(),
+                s.div(exp_shifted(s, s.load(tail.as_ptr()), max_s), sum_s),
+            );
+        }
+        std::ptr::copy(tail.as_ptr(), dst.add(full), len - full);
+    }
+}
+
+#[inline(always)]
+fn exp_shifted<S: Simd>(s: S, x: S::V, max: S::V) -> S::V
+where
+    S::Elem: ExpConstants,
+{
+    super::math::exp_nonpositive(s, s.sub(x, max))
+}

@@ -1,0 +1,232 @@
+//! Vectorised transcendental functions (exp, sigmoid, tanh) and the activations built on them.
+//!
+//! Every use of `exp` in fastmlp has an argument `<= 0` (sigmoid takes `exp(-|x|)`, softmax
+//! `exp(x - max)`), so `exp_nonpositive` only guards the low end: it can never overflow, and it
+//! reaches subnormals and exact zero for very negative inputs. NaN propagates.
+
+use super::simd::{Element, Simd};
+
+/// What an activation does to a layer's pre-activation values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Activation {
+    Identity,
+    Sigmoid,
+    Relu,
+    Tanh,
+    Softmax,
+    LogSoftmax,
+}
+
+impl Activation {
+    pub const NAMES: [&'static str; 5] = ["identity", "sigmoid", "relu", "tanh", "softmax"];
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "identity" => Some(Self::Identity),
+            "sigmoid" => Some(Self::Sigmoid),
+            "relu" => Some(Self::Relu),
+            "tanh" => Some(Self::Tanh),
+            "softmax" => Some(Self::Softmax),
+            "log_softmax" => Some(Self::LogSoftmax),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Identity => "identity",
+            Self::Sigmoid => "sigmoid",
+            Self::Relu => "relu",
+            Self::Tanh => "tanh",
+            Self::Softmax => "softmax",
+            Self::LogSoftmax => "log_softmax",
+        }
+    }
+
+    /// Softmax-like activations couple the outputs of one row; the others act on each value alone.
+    pub fn is_row_wise(self) -> bool {
+        matches!(self, Self::Softmax | Self::LogSoftmax)
+    }
+}
+
+/// Constants of the Cody-Waite reduction and the Taylor polynomial for one element type.
+pub trait ExpConstants: Element {
+    /// Below this, exp(x) rounds to zero; clamping here keeps `n` inside `ldexp`'s range.
+    const EXP_LOWEST: Self;
+    const LOG2_E: Self;
+    /// ln 2 split so that `n * LN2_HI` is exact for every `n` the clamp allows.
+    const LN2_HI: Self;
+    const LN2_LO: Self;
+    /// 1/k! for k = degree..=0, highest first (Horner order). Degree 7 (f32) and 13 (f64) keep
+    /// the truncation error on |r| <= ln(2)/2 below half an ulp.
+    const TAYLOR: &'static [Self];
+}
+
+impl ExpConstants for f32 {
+    const EXP_LOWEST: f32 = -104.0;
+    const LOG2_E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const TAYLOR: &'static [f32] = &[
+        1.0 / 5040.0,
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ];
+}
+
+impl ExpConstants for f64 {
+    const EXP_LOWEST: f64 = -746.0;
+    const LOG2_E: f64 = std::f64::consts::LOG2_E;
+    const LN2_HI: f64 = 6.931_471_803_691_238e-1;
+    const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
+    const TAYLOR: &'static [f64] = &[
+        1.0 / 6_227_020_800.0,
+        1.0 / 479_001_600.0,
+        1.0 / 39_916_800.0,
+        1.0 / 3_628_800.0,
+        1.0 / 362_880.0,
+        1.0 / 40_320.0,
+        1.0 / 5040.0,
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ];
+}
+
+/// `exp(x)` for `x <= 0` (or NaN), to within a few ulp.
+#[inline(always)]
+pub fn exp_nonpositive<S: Simd>(s: S, x: S::V) -> S::V
+where
+    S::Elem: ExpConstants,
+{
+    // `max(lowest, x)` returns x when x is NaN, so NaN survives the clamp.
+    let x = s.max(s.splat(S::Elem::EXP_LOWEST), x);
+    let n = s.round(s.mul(x, s.splat(S::Elem::LOG2_E)));
+    let r = s.mul_add(n, s.splat(S::Elem::ZERO - S::Elem::LN2_HI), x);
+    let r = s.mul_add(n, s.splat(S::Elem::ZERO - S::Elem::LN2_LO), r);
+    let coefficients = S::Elem::TAYLOR;
+    let mut p = s.splat(coefficients[0]);
+    for &c in &coefficients[1..] {
+        p = s.mul_add(p, r, s.splat(c));
+    }
+    s.ldexp(p, n)
+}
+
+/// The logistic function, stable for every input: `exp(-|x|)` cannot overflow, and the two
+/// branches keep relative accuracy on both tails. Exactly 0 at -inf and 1 at +inf.
+#[inline(always)]
+pub fn sigmoid<S: Simd>(s: S, x: S::V) -> S::V
+where
+    S::Elem: ExpConstants,
+{
+    let zero = s.splat(S::Elem::ZERO);
+    let e = exp_nonpositive(s, s.sub(zero, s.abs(x)));
+    let positive = s.div(s.splat(S::Elem::ONE), s.add(s.splat(S::Elem::ONE), e));
+    s.select_nonneg(x, positive, s.mul(e, positive))
+}
+
+/// `tanh(x) = sign(x) (1 - e) / (1 + e)` with `e = exp(-2|x|)`: no overflow; absolute error of a
+/// few ulp of 1 (relative accuracy is lower for |x| much smaller than 1).
+#[inline(always)]
+pub fn tanh<S: Simd>(s: S, x: S::V) -> S::V
+where
+    S::Elem: ExpConstants,
+{
+    let zero = s.splat(S::Elem::ZERO);
+    let one = s.splat(S::Elem::ONE);
+    let ax = s.abs(x);
+    let e = exp_nonpositive(s, s.sub(zero, s.add(ax, ax)));
+    let magnitude = s.div(s.sub(one, e), s.add(one, e));
+    s.select_nonneg(x, magnitude, s.sub(zero, magnitude))
+}
+
+/// `max(x, 0)`, keeping NaN (as `np.maximum` does).
+#[inline(always)]
+pub fn relu<S: Simd>(s: S, x: S::V) -> S::V {
+    s.max(s.splat(S::Elem::ZERO), x)
+}
+
+/// Applies an element-wise activation; the row-wise ones (softmax) are applied by the caller.
+#[inline(always)]
+pub fn apply_elementwise<S: Simd>(s: S, activation: Activation, x: S::V) -> S::V
+where
+    S::Elem: ExpConstants,
+{
+    match activation {
+        Activation::Sigmoid => sigmoid(s, x),
+        Activation::Relu => relu(s, x),
+        Activation::Tanh => tanh(s, x),
+        Activation::Identity | Activation::Softmax | Activation::LogSoftmax => x,
+    }
+}
+
+/// Softmax (or log-softmax) over `count` vectors laid out `stride` elements apart, each lane an
+/// independent row: the max and the sum run vertically, so no lane ever looks at another.
+/// Summation is sequential in vector order, which the single-row path reproduces exactly.
+///
+/// # Safety
+/// `src + j * stride` and `dst + j * stride` must be valid for `S::LANES` elements for every
+/// `j < count`, with `count >= 1`. `src` may equal `dst`.
+#[inline(always)]
+pub unsafe fn softmax_vertical<S: Simd>(
+    s: S,
+    src: *const S::Elem,
+    dst: *mut S::Elem,
+    count: usize,
+    stride: usize,
+    log: bool,
+) where
+    S::Elem: ExpConstants,
+{
+    // SAFETY: (whole body) every pointer is `src`/`dst` plus `j * stride` with `j < count`,
+    // which the caller guarantees is valid for one vector.
+    unsafe {
+        let mut max = s.load(src);
+        for j in 1..count {
+            max = s.max(max, s.load(src.add(j * stride)));
+        }
+        let mut sum = s.splat(S::Elem::ZERO);
+        for j in 0..count {
+            let e = exp_nonpositive(s, s.sub(s.load(src.add(j * stride)), max));
+            if !log {
+                s.store(dst.add(j * stride), e);
+            }
+            sum = s.add(sum, e);
+        }
+        if log {
+            let log_sum = lanewise_ln(s, sum);
+            for j in 0..count {
+                let shifted = s.sub(s.load(src.add(j * stride)), max);
+                s.store(dst.add(j * stride), s.sub(shifted, log_sum));
+            }
+        } else {
+            for j in 0..count {
+                let p = dst.add(j * stride);
+                s.store(p, s.div(s.load(p), sum));
+            }
+        }
+    }
+}
+
+/// Natural log of each lane. Used once per row (after a sum), so scalar `ln` is cheap enough.
+#[inline(always)]
+pub fn lanewise_ln<S: Simd>(s: S, v: S::V) -> S::V {
+    let mut lanes = [S::Elem::ZERO; 16];
+    debug_assert!(S::LANES <= lanes.len());
+    // SAFETY: `lanes` holds 16 >= LANES elements.
+    unsafe { s.store(lanes.as_mut_ptr(), v) };
+    for lane in lanes.iter_mut().take(S::LANES) {
+        *lane = lane.ln();
+    }
+    // SAFETY: as above.
+    unsafe { s.load(lanes.as_ptr()) }
+}

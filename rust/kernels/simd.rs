@@ -1,0 +1,612 @@
+//! The SIMD vocabulary every kernel is written in: one `Simd` trait, one zero-sized token per (ISA, element type).
+//!
+//! Kernels are generic over `S: Simd` and marked `#[inline(always)]`; `dispatch.rs` calls them from
+//! a `#[target_feature]` entry point, so each instantiation is compiled for its own instruction set.
+//! A token can only be obtained after runtime detection of its features (or, for the portable
+//! level, always), which is what makes the safe methods below sound.
+
+use std::fmt::Debug;
+
+/// A scalar element type the kernels compute in (f32 or f64).
+pub trait Element:
+    Copy
+    + Debug
+    + Default
+    + PartialOrd
+    + Send
+    + Sync
+    + 'static
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::Div<Output = Self>
+{
+    const ZERO: Self;
+    const ONE: Self;
+    const NEG_INFINITY: Self;
+    fn from_f64(x: f64) -> Self;
+    fn to_f64(self) -> f64;
+    fn ln(self) -> Self;
+    fn is_nan(self) -> bool;
+}
+
+impl Element for f32 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    const NEG_INFINITY: Self = f32::NEG_INFINITY;
+    #[inline(always)]
+    fn from_f64(x: f64) -> Self {
+        x as f32
+    }
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    #[inline(always)]
+    fn ln(self) -> Self {
+        f32::ln(self)
+    }
+    #[inline(always)]
+    fn is_nan(self) -> bool {
+        f32::is_nan(self)
+    }
+}
+
+impl Element for f64 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    const NEG_INFINITY: Self = f64::NEG_INFINITY;
+    #[inline(always)]
+    fn from_f64(x: f64) -> Self {
+        x
+    }
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self
+    }
+    #[inline(always)]
+    fn ln(self) -> Self {
+        f64::ln(self)
+    }
+    #[inline(always)]
+    fn is_nan(self) -> bool {
+        f64::is_nan(self)
+    }
+}
+
+/// Input element types a model accepts and converts on the fly while packing (never by a full copy).
+pub trait InputElement: Copy + Send + Sync + 'static {
+    fn to_element<E: Element>(self) -> E;
+}
+
+impl InputElement for u8 {
+    #[inline(always)]
+    fn to_element<E: Element>(self) -> E {
+        E::from_f64(self as f64)
+    }
+}
+
+impl InputElement for f32 {
+    #[inline(always)]
+    fn to_element<E: Element>(self) -> E {
+        E::from_f64(self as f64)
+    }
+}
+
+impl InputElement for f64 {
+    #[inline(always)]
+    fn to_element<E: Element>(self) -> E {
+        E::from_f64(self)
+    }
+}
+
+/// One instruction set at one element width. Every method is `#[inline(always)]` so it is
+/// compiled inside the `#[target_feature]` function that (transitively) calls it.
+pub trait Simd: Copy + Send + Sync + 'static {
+    type Elem: Element;
+    type V: Copy;
+    const LANES: usize;
+    /// Widest register tile (output columns) the micro-kernel may use at this level:
+    /// 2 x cols accumulators + 2 row loads + 1 broadcast must fit the register file.
+    const MAX_TILE_COLS: usize;
+    const NAME: &'static str;
+
+    fn splat(self, x: Self::Elem) -> Self::V;
+    /// # Safety
+    /// `p` must be valid for reading `LANES` elements.
+    unsafe fn load(self, p: *const Self::Elem) -> Self::V;
+    /// # Safety
+    /// `p` must be valid for writing `LANES` elements.
+    unsafe fn store(self, p: *mut Self::Elem, v: Self::V);
+    fn add(self, a: Self::V, b: Self::V) -> Self::V;
+    fn sub(self, a: Self::V, b: Self::V) -> Self::V;
+    fn mul(self, a: Self::V, b: Self::V) -> Self::V;
+    fn div(self, a: Self::V, b: Self::V) -> Self::V;
+    /// `a * b + c`; fused (one rounding) where the level has FMA.
+    fn mul_add(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// `a > b ? a : b` lane-wise: x86 MAXPS semantics, so a NaN in `b` is returned.
+    fn max(self, a: Self::V, b: Self::V) -> Self::V;
+    fn abs(self, a: Self::V) -> Self::V;
+    /// Round to nearest, ties to even.
+    fn round(self, a: Self::V) -> Self::V;
+    /// `a * 2^n` for integral `n` in the exponent range of `exp`'s reduction, reaching
+    /// subnormals and zero without overflow on the way.
+    fn ldexp(self, a: Self::V, n: Self::V) -> Self::V;
+    /// `mask >= 0 ? a : b` lane-wise (a NaN mask selects `b`).
+    fn select_nonneg(self, mask: Self::V, a: Self::V, b: Self::V) -> Self::V;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Portable level: plain IEEE arithmetic on small arrays, which LLVM vectorises to SSE2/NEON.
+// It uses separate multiply and add (no FMA) so it stays fast on CPUs without FMA.
+// ---------------------------------------------------------------------------------------------
+
+pub const PORTABLE_LANES: usize = 8;
+
+#[derive(Clone, Copy, Debug)]
+pub struct Portable<E>(std::marker::PhantomData<E>);
+
+impl<E> Portable<E> {
+    pub fn new() -> Self {
+        Portable(std::marker::PhantomData)
+    }
+}
+
+impl<E> Default for Portable<E> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+macro_rules! portable_lanewise {
+    ($a:expr, |$x:ident| $body:expr) => {{
+        let mut r = $a;
+        for $x in r.iter_mut() {
+            *$x = $body;
+        }
+        r
+    }};
+}
+
+macro_rules! portable_zip {
+    ($a:expr, $b:expr, |$x:ident, $y:ident| $body:expr) => {{
+        let mut r = $a;
+        for (rx, $y) in r.iter_mut().zip($b.iter().copied()) {
+            let $x = *rx;
+            *rx = $body;
+        }
+        r
+    }};
+}
+
+macro_rules! impl_portable {
+    ($e:ty, $bits:ty, $mant:expr, $bias:expr) => {
+        impl Simd for Portable<$e> {
+            type Elem = $e;
+            type V = [$e; PORTABLE_LANES];
+            const LANES: usize = PORTABLE_LANES;
+            const MAX_TILE_COLS: usize = 4;
+            const NAME: &'static str = "portable";
+
+            #[inline(always)]
+            fn splat(self, x: $e) -> Self::V {
+                [x; PORTABLE_LANES]
+            }
+            #[inline(always)]
+            unsafe fn load(self, p: *const $e) -> Self::V {
+                // SAFETY: the caller guarantees `p` is readable for LANES elements.
+                unsafe { std::ptr::read_unaligned(p as *const Self::V) }
+            }
+            #[inline(always)]
+            unsafe fn store(self, p: *mut $e, v: Self::V) {
+                // SAFETY: the caller guarantees `p` is writable for LANES elements.
+                unsafe { std::ptr::write_unaligned(p as *mut Self::V, v) }
+            }
+            #[inline(always)]
+            fn add(self, a: Self::V, b: Self::V) -> Self::V {
+                portable_zip!(a, b, |x, y| x + y)
+            }
+            #[inline(always)]
+            fn sub(self, a: Self::V, b: Self::V) -> Self::V {
+                portable_zip!(a, b, |x, y| x - y)
+            }
+            #[inline(always)]
+            fn mul(self, a: Self::V, b: Self::V) -> Self::V {
+                portable_zip!(a, b, |x, y| x * y)
+            }
+            #[inline(always)]
+            fn div(self, a: Self::V, b: Self::V) -> Self::V {
+                portable_zip!(a, b, |x, y| x / y)
+            }
+            #[inline(always)]
+            fn mul_add(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+                self.add(self.mul(a, b), c)
+            }
+            #[inline(always)]
+            fn max(self, a: Self::V, b: Self::V) -> Self::V {
+                portable_zip!(a, b, |x, y| if x > y { x } else { y })
+            }
+            #[inline(always)]
+            fn abs(self, a: Self::V) -> Self::V {
+                portable_lanewise!(a, |x| x.abs())
+            }
+            #[inline(always)]
+            fn round(self, a: Self::V) -> Self::V {
+                portable_lanewise!(a, |x| x.round_ties_even())
+            }
+            #[inline(always)]
+            fn ldexp(self, a: Self::V, n: Self::V) -> Self::V {
+                // Two factors 2^(n/2) * 2^(n - n/2), each a normal number, so that results
+                // in the subnormal range are rounded once, as a single scaling would.
+                portable_zip!(a, n, |x, m| {
+                    let half = (m * 0.5).floor();
+                    let rest = m - half;
+                    let f1 = <$e>::from_bits(((half as i64 + $bias) as $bits) << $mant);
+                    let f2 = <$e>::from_bits(((rest as i64 + $bias) as $bits) << $mant);
+                    x * f1 * f2
+                })
+            }
+            #[inline(always)]
+            fn select_nonneg(self, mask: Self::V, a: Self::V, b: Self::V) -> Self::V {
+                let mut r = b;
+                for i in 0..PORTABLE_LANES {
+                    if mask[i] >= 0.0 {
+                        r[i] = a[i];
+                    }
+                }
+                r
+            }
+        }
+    };
+}
+
+impl_portable!(f32, u32, 23, 127);
+impl_portable!(f64, u64, 52, 1023);
+
+// ---------------------------------------------------------------------------------------------
+// x86-64 levels.
+// ---------------------------------------------------------------------------------------------
+
+#[cfg(target_arch = "x86_64")]
+pub use x86::{Avx2, Avx512};
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{Element, Simd};
+    use std::arch::x86_64::*;
+    use std::marker::PhantomData;
+
+    /// AVX2 + FMA. Constructed only by `Avx2::detect`, so holding one proves the CPU has both.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Avx2<E>(PhantomData<E>);
+
+    /// AVX-512F (with AVX2 and FMA). Constructed only by `Avx512::detect`, so holding one proves the
+    /// CPU has them.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Avx512<E>(PhantomData<E>);
+
+    impl<E: Element> Avx2<E> {
+        pub fn detect() -> Option<Self> {
+            (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+                .then_some(Avx2(PhantomData))
+        }
+    }
+
+    impl<E: Element> Avx512<E> {
+        pub fn detect() -> Option<Self> {
+            (is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma"))
+            .then_some(Avx512(PhantomData))
+        }
+    }
+
+    // Every method body is one intrinsic call. They are `unsafe fn`s only because of the
+    // `target_feature` they require; the token `self` proves that feature was detected.
+    macro_rules! tok {
+        ($e:expr) => {
+            // SAFETY: `self` exists only after runtime detection of this level's features
+            // (see `detect`), so the intrinsic's target features are available.
+            unsafe { $e }
+        };
+    }
+
+    impl Simd for Avx2<f32> {
+        type Elem = f32;
+        type V = __m256;
+        const LANES: usize = 8;
+        const MAX_TILE_COLS: usize = 6;
+        const NAME: &'static str = "avx2";
+
+        #[inline(always)]
+        fn splat(self, x: f32) -> __m256 {
+            tok!(_mm256_set1_ps(x))
+        }
+        #[inline(always)]
+        unsafe fn load(self, p: *const f32) -> __m256 {
+            // SAFETY: the caller guarantees `p` is readable for 8 floats; AVX2 is detected.
+            unsafe { _mm256_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32, v: __m256) {
+            // SAFETY: the caller guarantees `p` is writable for 8 floats; AVX2 is detected.
+            unsafe { _mm256_storeu_ps(p, v) }
+        }
+        #[inline(always)]
+        fn add(self, a: __m256, b: __m256) -> __m256 {
+            tok!(_mm256_add_ps(a, b))
+        }
+        #[inline(always)]
+        fn sub(self, a: __m256, b: __m256) -> __m256 {
+            tok!(_mm256_sub_ps(a, b))
+        }
+        #[inline(always)]
+        fn mul(self, a: __m256, b: __m256) -> __m256 {
+            tok!(_mm256_mul_ps(a, b))
+        }
+        #[inline(always)]
+        fn div(self, a: __m256, b: __m256) -> __m256 {
+            tok!(_mm256_div_ps(a, b))
+        }
+        #[inline(always)]
+        fn mul_add(self, a: __m256, b: __m256, c: __m256) -> __m256 {
+            tok!(_mm256_fmadd_ps(a, b, c))
+        }
+        #[inline(always)]
+        fn max(self, a: __m256, b: __m256) -> __m256 {
+            tok!(_mm256_max_ps(a, b))
+        }
+        #[inline(always)]
+        fn abs(self, a: __m256) -> __m256 {
+            tok!(_mm256_andnot_ps(_mm256_set1_ps(-0.0), a))
+        }
+        #[inline(always)]
+        fn round(self, a: __m256) -> __m256 {
+            tok!(_mm256_round_ps::<
+                { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
+            >(a))
+        }
+        #[inline(always)]
+        fn ldexp(self, a: __m256, n: __m256) -> __m256 {
+            tok!({
+                let half = _mm256_floor_ps(_mm256_mul_ps(n, _mm256_set1_ps(0.5)));
+                let rest = _mm256_sub_ps(n, half);
+                let bias = _mm256_set1_epi32(127);
+                let f1 = _mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(half), bias));
+                let f2 = _mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(rest), bias));
+                _mm256_mul_ps(
+                    _mm256_mul_ps(a, _mm256_castsi256_ps(f1)),
+                    _mm256_castsi256_ps(f2),
+                )
+            })
+        }
+        #[inline(always)]
+        fn select_nonneg(self, mask: __m256, a: __m256, b: __m256) -> __m256 {
+            tok!(_mm256_blendv_ps(
+                b,
+                a,
+                _mm256_cmp_ps::<_CMP_GE_OQ>(mask, _mm256_setzero_ps())
+            ))
+        }
+    }
+
+    impl Simd for Avx2<f64> {
+        type Elem = f64;
+        type V = __m256d;
+        const LANES: usize = 4;
+        const MAX_TILE_COLS: usize = 6;
+        const NAME: &'static str = "avx2";
+
+        #[inline(always)]
+        fn splat(self, x: f64) -> __m256d {
+            tok!(_mm256_set1_pd(x))
+        }
+        #[inline(always)]
+        unsafe fn load(self, p: *const f64) -> __m256d {
+            // SAFETY: the caller guarantees `p` is readable for 4 doubles; AVX2 is detected.
+            unsafe { _mm256_loadu_pd(p) }
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f64, v: __m256d) {
+            // SAFETY: the caller guarantees `p` is writable for 4 doubles; AVX2 is detected.
+            unsafe { _mm256_storeu_pd(p, v) }
+        }
+        #[inline(always)]
+        fn add(self, a: __m256d, b: __m256d) -> __m256d {
+            tok!(_mm256_add_pd(a, b))
+        }
+        #[inline(always)]
+        fn sub(self, a: __m256d, b: __m256d) -> __m256d {
+            tok!(_mm256_sub_pd(a, b))
+        }
+        #[inline(always)]
+        fn mul(self, a: __m256d, b: __m256d) -> __m256d {
+            tok!(_mm256_mul_pd(a, b))
+        }
+        #[inline(always)]
+        fn div(self, a: __m256d, b: __m256d) -> __m256d {
+            tok!(_mm256_div_pd(a, b))
+        }
+        #[inline(always)]
+        fn mul_add(self, a: __m256d, b: __m256d, c: __m256d) -> __m256d {
+            tok!(_mm256_fmadd_pd(a, b, c))
+        }
+        #[inline(always)]
+        fn max(self, a: __m256d, b: __m256d) -> __m256d {
+            tok!(_mm256_max_pd(a, b))
+        }
+        #[inline(always)]
+        fn abs(self, a: __m256d) -> __m256d {
+            tok!(_mm256_andnot_pd(_mm256_set1_pd(-0.0), a))
+        }
+        #[inline(always)]
+        fn round(self, a: __m256d) -> __m256d {
+            tok!(_mm256_round_pd::<
+                { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
+            >(a))
+        }
+        #[inline(always)]
+        fn ldexp(self, a: __m256d, n: __m256d) -> __m256d {
+            tok!({
+                // AVX2 has no f64 -> i64 conversion: adding 1.5 * 2^52 leaves the integer in the
+                // low mantissa bits, and the shift by 52 discards the magic number's own bits.
+                let magic = _mm256_set1_pd(6755399441055744.0 + 1023.0);
+                let half = _mm256_floor_pd(_mm256_mul_pd(n, _mm256_set1_pd(0.5)));
+                let rest = _mm256_sub_pd(n, half);
+                let f1 = _mm256_slli_epi64::<52>(_mm256_castpd_si256(_mm256_add_pd(half, magic)));
+                let f2 = _mm256_slli_epi64::<52>(_mm256_castpd_si256(_mm256_add_pd(rest, magic)));
+                _mm256_mul_pd(
+                    _mm256_mul_pd(a, _mm256_castsi256_pd(f1)),
+                    _mm256_castsi256_pd(f2),
+                )
+            })
+        }
+        #[inline(always)]
+        fn select_nonneg(self, mask: __m256d, a: __m256d, b: __m256d) -> __m256d {
+            tok!(_mm256_blendv_pd(
+                b,
+                a,
+                _mm256_cmp_pd::<_CMP_GE_OQ>(mask, _mm256_setzero_pd())
+            ))
+        }
+    }
+
+    impl Simd for Avx512<f32> {
+        type Elem = f32;
+        type V = __m512;
+        const LANES: usize = 16;
+        const MAX_TILE_COLS: usize = 12;
+        const NAME: &'static str = "avx512";
+
+        #[inline(always)]
+        fn splat(self, x: f32) -> __m512 {
+            tok!(_mm512_set1_ps(x))
+        }
+        #[inline(always)]
+        unsafe fn load(self, p: *const f32) -> __m512 {
+            // SAFETY: the caller guarantees `p` is readable for 16 floats; AVX-512F is detected.
+            unsafe { _mm512_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32, v: __m512) {
+            // SAFETY: the caller guarantees `p` is writable for 16 floats; AVX-512F is detected.
+            unsafe { _mm512_storeu_ps(p, v) }
+        }
+        #[inline(always)]
+        fn add(self, a: __m512, b: __m512) -> __m512 {
+            tok!(_mm512_add_ps(a, b))
+        }
+        #[inline(always)]
+        fn sub(self, a: __m512, b: __m512) -> __m512 {
+            tok!(_mm512_sub_ps(a, b))
+        }
+        #[inline(always)]
+        fn mul(self, a: __m512, b: __m512) -> __m512 {
+            tok!(_mm512_mul_ps(a, b))
+        }
+        #[inline(always)]
+        fn div(self, a: __m512, b: __m512) -> __m512 {
+            tok!(_mm512_div_ps(a, b))
+        }
+        #[inline(always)]
+        fn mul_add(self, a: __m512, b: __m512, c: __m512) -> __m512 {
+            tok!(_mm512_fmadd_ps(a, b, c))
+        }
+        #[inline(always)]
+        fn max(self, a: __m512, b: __m512) -> __m512 {
+            tok!(_mm512_max_ps(a, b))
+        }
+        #[inline(always)]
+        fn abs(self, a: __m512) -> __m512 {
+            tok!(_mm512_abs_ps(a))
+        }
+        #[inline(always)]
+        fn round(self, a: __m512) -> __m512 {
+            tok!(_mm512_roundscale_ps::<
+                { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
+            >(a))
+        }
+        #[inline(always)]
+        fn ldexp(self, a: __m512, n: __m512) -> __m512 {
+            // vscalefps rounds once, into subnormals and zero where needed.
+            tok!(_mm512_scalef_ps(a, n))
+        }
+        #[inline(always)]
+        fn select_nonneg(self, mask: __m512, a: __m512, b: __m512) -> __m512 {
+            tok!(_mm512_mask_blend_ps(
+                _mm512_cmp_ps_mask::<_CMP_GE_OQ>(mask, _mm512_setzero_ps()),
+                b,
+                a
+            ))
+        }
+    }
+
+    impl Simd for Avx512<f64> {
+        type Elem = f64;
+        type V = __m512d;
+        const LANES: usize = 8;
+        const MAX_TILE_COLS: usize = 12;
+        const NAME: &'static str = "avx512";
+
+        #[inline(always)]
+        fn splat(self, x: f64) -> __m512d {
+            tok!(_mm512_set1_pd(x))
+        }
+        #[inline(always)]
+        unsafe fn load(self, p: *const f64) -> __m512d {
+            // SAFETY: the caller guarantees `p` is readable for 8 doubles; AVX-512F is detected.
+            unsafe { _mm512_loadu_pd(p) }
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f64, v: __m512d) {
+            // SAFETY: the caller guarantees `p` is writable for 8 doubles; AVX-512F is detected.
+            unsafe { _mm512_storeu_pd(p, v) }
+        }
+        #[inline(always)]
+        fn add(self, a: __m512d, b: __m512d) -> __m512d {
+            tok!(_mm512_add_pd(a, b))
+        }
+        #[inline(always)]
+        fn sub(self, a: __m512d, b: __m512d) -> __m512d {
+            tok!(_mm512_sub_pd(a, b))
+        }
+        #[inline(always)]
+        fn mul(self, a: __m512d, b: __m512d) -> __m512d {
+            tok!(_mm512_mul_pd(a, b))
+        }
+        #[inline(always)]
+        fn div(self, a: __m512d, b: __m512d) -> __m512d {
+            tok!(_mm512_div_pd(a, b))
+        }
+        #[inline(always)]
+        fn mul_add(self, a: __m512d, b: __m512d, c: __m512d) -> __m512d {
+            tok!(_mm512_fmadd_pd(a, b, c))
+        }
+        #[inline(always)]
+        fn max(self, a: __m512d, b: __m512d) -> __m512d {
+            tok!(_mm512_max_pd(a, b))
+        }
+        #[inline(always)]
+        fn abs(self, a: __m512d) -> __m512d {
+            tok!(_mm512_abs_pd(a))
+        }
+        #[inline(always)]
+        fn round(self, a: __m512d) -> __m512d {
+            tok!(_mm512_roundscale_pd::<
+                { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
+            >(a))
+        }
+        #[inline(always)]
+        fn ldexp(self, a: __m512d, n: __m512d) -> __m512d {
+            tok!(_mm512_scalef_pd(a, n))
+        }
+        #[inline(always)]
+        fn select_nonneg(self, mask: __m512d, a: __m512d, b: __m512d) -> __m512d {
+            tok!(_mm512_mask_blend_pd(
+                _mm512_cmp_pd_mask::<_CMP_GE_OQ>(mask, _mm512_setzero_pd()),
+                b,
+                a
+            ))
+        }
+    }
+}

@@ -1,0 +1,602 @@
+//! fastmlp's compiled core (`fastmlp._core`): thin PyO3 wrappers over the kernels in `kernels/`.
+//!
+//! The Python layer validates and converts arguments; this layer re-checks what memory safety
+//! depends on (dtypes, shapes, contiguity), borrows the arrays without copying, and runs the
+//! kernels with the GIL released when the work is large enough to be worth it.
+
+pub mod error;
+pub mod kernels;
+pub mod threads;
+
+use numpy::{
+    PyArray1, PyArray2, PyArrayDyn, PyArrayMethods, PyReadonlyArray2, PyUntypedArrayMethods,
+};
+use pyo3::prelude::*;
+
+use error::{catch_panic, FastmlpError};
+use kernels::dispatch::{active_level, force_level, DispatchElement, Level};
+use kernels::elementwise::{map_elementwise, softmax_axis, Source};
+use kernels::forward::{PackedModel, Sink};
+use kernels::math::Activation;
+use kernels::pack::PackedLayer;
+use kernels::simd::InputElement;
+
+/// Below this much work (multiply-adds or elements) a call keeps the GIL: releasing and
+/// re-acquiring it costs more than the computation.
+const DETACH_THRESHOLD: usize = 1 << 15;
+
+fn dtype_name(array: &Bound<'_, PyAny>) -> String {
+    array
+        .getattr("dtype")
+        .and_then(|d| d.str().map(|s| s.to_string()))
+        .unwrap_or_else(|_| "not an array".to_string())
+}
+
+/// Runs `work` with the GIL released when `heavy`, catching any panic.
+fn run_released<T: Send>(
+    py: Python<'_>,
+    heavy: bool,
+    work: impl FnOnce() -> T + Send,
+) -> Result<T, FastmlpError> {
+    if heavy {
+        py.detach(|| catch_panic(work))
+    } else {
+        catch_panic(work)
+    }
+}
+
+/// A writable, C-contiguous float array of the given element type, or a clear error.
+fn writable_floats<'py, E: numpy::Element>(
+    out: &Bound<'py, PyAny>,
+    what: &str,
+) -> Result<numpy::PyReadwriteArrayDyn<'py, E>, FastmlpError> {
+    let array = out.cast::<PyArrayDyn<E>>().map_err(|_| {
+        FastmlpError::DType(format!(
+            "{what} must be a {} array, got {}",
+            std::any::type_name::<E>(),
+            dtype_name(out)
+        ))
+    })?;
+    if !array.is_c_contiguous() {
+        return Err(FastmlpError::Value(format!("{what} must be C-contiguous")));
+    }
+    array.try_readwrite().map_err(|_| {
+        FastmlpError::Value(format!(
+            "{what} must be writeable and must not overlap another argument"
+        ))
+    })
+}
+
+fn readable_floats<'py, E: numpy::Element>(
+    x: &Bound<'py, PyAny>,
+    what: &str,
+) -> Result<numpy::PyReadonlyArrayDyn<'py, E>, FastmlpError> {
+    let array = x.cast::<PyArrayDyn<E>>().map_err(|_| {
+        FastmlpError::DType(format!(
+            "{what} must be a {} array, got {}",
+            std::any::type_name::<E>(),
+            dtype_name(x)
+        ))
+    })?;
+    if !array.is_c_contiguous() {
+        return Err(FastmlpError::Value(format!("{what} must be C-contiguous")));
+    }
+    array
+        .try_readonly()
+        .map_err(|_| FastmlpError::Value(format!("{what} is being written elsewhere")))
+}
+
+fn parse_activation(name: &str) -> Result<Activation, FastmlpError> {
+    Activation::parse(name).ok_or_else(|| {
+        FastmlpError::Value(format!(
+            "unknown activation {name:?}; expected one of {}",
+            Activation::NAMES.join(", ")
+        ))
+    })
+}
+
+fn elementwise_typed<E: DispatchElement + numpy::Element>(
+    py: Python<'_>,
+    activation: Activation,
+    x: Option<&Bound<'_, PyAny>>,
+    out: &Bound<'_, PyAny>,
+    threads: usize,
+) -> Result<(), FastmlpError> {
+    let mut out = writable_floats::<E>(out, "out")?;
+    let input = x.map(|x| readable_floats::<E>(x, "x")).transpose()?;
+    let dst = out
+        .as_slice_mut()
+        .map_err(|_| FastmlpError::Value("out must be C-contiguous".into()))?;
+    let src = match &input {
+        Some(input) => {
+            let src = input
+                .as_slice()
+                .map_err(|_| FastmlpError::Value("x must be C-contiguous".into()))?;
+            if src.len() != dst.len() {
+                return Err(FastmlpError::Shape(format!(
+                    "out has {} elements but x has {}",
+                    dst.len(),
+                    src.len()
+                )));
+            }
+            Source::Slice(src)
+        }
+        None => Source::InPlace,
+    };
+    let level = active_level();
+    let heavy = dst.len() >= DETACH_THRESHOLD;
+    run_released(py, heavy, || {
+        map_elementwise(level, activation, src, dst, threads)
+    })
+}
+
+/// Applies an element-wise activation: `out = act(x)`, or in place on `out` when `x` is None.
+#[pyfunction]
+#[pyo3(signature = (activation, x, out, threads=None))]
+fn elementwise(
+    py: Python<'_>,
+    activation: &str,
+    x: Option<&Bound<'_, PyAny>>,
+    out: &Bound<'_, PyAny>,
+    threads: Option<usize>,
+) -> PyResult<()> {
+    let activation = parse_activation(activation)?;
+    if activation.is_row_wise() {
+        return Err(FastmlpError::Value(format!(
+            "{} is not element-wise: use softmax()",
+            activation.name()
+        ))
+        .into());
+    }
+    let threads = threads::effective_threads(threads);
+    if out.cast::<PyArrayDyn<f32>>().is_ok() {
+        Ok(elementwise_typed::<f32>(py, activation, x, out, threads)?)
+    } else {
+        Ok(elementwise_typed::<f64>(py, activation, x, out, threads)?)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn softmax_typed<E: DispatchElement + numpy::Element>(
+    py: Python<'_>,
+    x: Option<&Bound<'_, PyAny>>,
+    out: &Bound<'_, PyAny>,
+    outer: usize,
+    len: usize,
+    inner: usize,
+    log: bool,
+    threads: usize,
+) -> Result<(), FastmlpError> {
+    let mut out = writable_floats::<E>(out, "out")?;
+    let input = x.map(|x| readable_floats::<E>(x, "x")).transpose()?;
+    let dst = out
+        .as_slice_mut()
+        .map_err(|_| FastmlpError::Value("out must be C-contiguous".into()))?;
+    let expected = outer
+        .checked_mul(len)
+        .and_then(|n| n.checked_mul(inner))
+        .ok_or_else(|| FastmlpError::Shape("softmax shape overflows".into()))?;
+    if dst.len() != expected {
+        return Err(FastmlpError::Shape(format!(
+            "out has {} elements, expected {outer} x {len} x {inner}",
+            dst.len()
+        )));
+    }
+    let src = match &input {
+        Some(input) => {
+            let src = input
+                .as_slice()
+                .map_err(|_| FastmlpError::Value("x must be C-contiguous".into()))?;
+            if src.len() != expected {
+                return Err(FastmlpError::Shape(format!(
+                    "x has {} elements, expected {outer} x {len} x {inner}",
+                    src.len()
+                )));
+            }
+            Source::Slice(src)
+        }
+        None => Source::InPlace,
+    };
+    let level = active_level();
+    let heavy = expected >= DETACH_THRESHOLD;
+    run_released(py, heavy, || {
+        softmax_axis(level, src, dst, outer, len, inner, log, threads)
+    })
+}
+
+/// Softmax (or log-softmax) along the middle axis of a C-contiguous array of `outer * len *
+/// inner` elements: `out = softmax(x)`, or in place on `out` when `x` is None.
+#[pyfunction]
+#[pyo3(signature = (x, out, outer, len, inner, log=false, threads=None))]
+#[allow(clippy::too_many_arguments)]
+fn softmax(
+    py: Python<'_>,
+    x: Option<&Bound<'_, PyAny>>,
+    out: &Bound<'_, PyAny>,
+    outer: usize,
+    len: usize,
+    inner: usize,
+    log: bool,
+    threads: Option<usize>,
+) -> PyResult<()> {
+    let threads = threads::effective_threads(threads);
+    if out.cast::<PyArrayDyn<f32>>().is_ok() {
+        Ok(softmax_typed::<f32>(
+            py, x, out, outer, len, inner, log, threads,
+        )?)
+    } else {
+        Ok(softmax_typed::<f64>(
+            py, x, out, outer, len, inner, log, threads,
+        )?)
+    }
+}
+
+enum AnyModel {
+    F32(PackedModel<f32>),
+    F64(PackedModel<f64>),
+}
+
+/// A model whose weights were packed once, at construction, for this CPU's instruction set.
+#[pyclass(frozen, module = "fastmlp._core", name = "PackedMLP")]
+struct PyPackedMlp {
+    model: AnyModel,
+}
+
+fn pack_model<E: DispatchElement + numpy::Element>(
+    weights: &[Bound<'_, PyAny>],
+    biases: &[Bound<'_, PyAny>],
+    activations: &[Activation],
+    input_scale: f64,
+) -> Result<PackedModel<E>, FastmlpError> {
+    let level = active_level();
+    let max_tile_cols = level_tile_cols::<E>(level);
+    let mut layers = Vec::with_capacity(weights.len());
+    let mut previous_outputs: Option<usize> = None;
+    for (index, ((w, b), &activation)) in weights.iter().zip(biases).zip(activations).enumerate() {
+        let w = w
+            .cast::<PyArray2<E>>()
+            .map_err(|_| {
+                FastmlpError::DType(format!(
+                    "layer {index}: W must be a 2-D {} array, got {}",
+                    std::any::type_name::<E>(),
+                    dtype_name(w)
+                ))
+            })?
+            .try_readonly()
+            .map_err(|_| FastmlpError::Value(format!("layer {index}: W is being written")))?;
+        let b = b
+            .cast::<PyArray1<E>>()
+            .map_err(|_| {
+                FastmlpError::DType(format!(
+                    "layer {index}: b must be a 1-D {} array, got {}",
+                    std::any::type_name::<E>(),
+                    dtype_name(b)
+                ))
+            })?
+            .try_readonly()
+            .map_err(|_| FastmlpError::Value(format!("layer {index}: b is being written")))?;
+        let w = w.as_array();
+        let b = b.as_array().to_vec();
+        let (inputs, outputs) = w.dim();
+        if b.len() != outputs {
+            return Err(FastmlpError::Shape(format!(
+                "layer {index}: W has shape ({inputs}, {outputs}) but b has shape ({},)",
+                b.len()
+            )));
+        }
+        if let Some(previous) = previous_outputs {
+            if previous != inputs {
+                return Err(FastmlpError::Shape(format!(
+                    "layer {index}: W has {inputs} inputs but the previous layer has {previous} outputs"
+                )));
+            }
+        }
+        previous_outputs = Some(outputs);
+        layers.push(PackedLayer::new(w, &b, activation, max_tile_cols));
+    }
+    if layers.is_empty() {
+        return Err(FastmlpError::Value(
+            "a model needs at least one layer".into(),
+        ));
+    }
+    Ok(PackedModel::new(layers, E::from_f64(input_scale), level))
+}
+
+/// The widest column tile of `level` for element type `E`.
+fn level_tile_cols<E: DispatchElement>(level: Level) -> usize {
+    struct TileCols;
+    impl<E> kernels::dispatch::SimdTask<E> for TileCols {
+        type Output = usize;
+        #[inline(always)]
+        fn run<S: kernels::simd::Simd<Elem = E>>(self, _simd: S) -> usize {
+            S::MAX_TILE_COLS
+        }
+    }
+    E::dispatch(level, TileCols)
+}
+
+/// The typed input rows of a forward call: uint8, float32 or float64, C-contiguous, 2-D.
+enum InputRows<'py> {
+    U8(PyReadonlyArray2<'py, u8>),
+    F32(PyReadonlyArray2<'py, f32>),
+    F64(PyReadonlyArray2<'py, f64>),
+}
+
+impl<'py> InputRows<'py> {
+    fn new(x: &Bound<'py, PyAny>) -> Result<Self, FastmlpError> {
+        let borrowed = |e| FastmlpError::Value(format!("x is being written elsewhere ({e})"));
+        if let Ok(a) = x.cast::<PyArray2<u8>>() {
+            return Ok(InputRows::U8(a.try_readonly().map_err(borrowed)?));
+        }
+        if let Ok(a) = x.cast::<PyArray2<f32>>() {
+            return Ok(InputRows::F32(a.try_readonly().map_err(borrowed)?));
+        }
+        if let Ok(a) = x.cast::<PyArray2<f64>>() {
+            return Ok(InputRows::F64(a.try_readonly().map_err(borrowed)?));
+        }
+        Err(FastmlpError::DType(format!(
+            "X must be a 2-D uint8, float32 or float64 array, got {}",
+            dtype_name(x)
+        )))
+    }
+}
+
+fn forward_typed<E: DispatchElement + numpy::Element>(
+    py: Python<'_>,
+    model: &PackedModel<E>,
+    x: &Bound<'_, PyAny>,
+    out: &Bound<'_, PyAny>,
+    labels: bool,
+    threads: usize,
+    log: bool,
+) -> Result<(), FastmlpError> {
+    let input = InputRows::new(x)?;
+    let features = model.features();
+    let (rows, x_features) = match &input {
+        InputRows::U8(a) => (a.shape()[0], a.shape()[1]),
+        InputRows::F32(a) => (a.shape()[0], a.shape()[1]),
+        InputRows::F64(a) => (a.shape()[0], a.shape()[1]),
+    };
+    if x_features != features {
+        return Err(FastmlpError::Shape(format!(
+            "X has {x_features} features per row but the model expects {features}"
+        )));
+    }
+    let mut values;
+    let mut label_array;
+    let sink = if labels {
+        label_array = out
+            .cast::<PyArray1<i64>>()
+            .map_err(|_| {
+                FastmlpError::DType(format!("out must be int64, got {}", dtype_name(out)))
+            })?
+            .try_readwrite()
+            .map_err(|_| FastmlpError::Value("out must be writeable".into()))?;
+        let slice = label_array
+            .as_slice_mut()
+            .map_err(|_| FastmlpError::Value("out must be C-contiguous".into()))?;
+        if slice.len() != rows {
+            return Err(FastmlpError::Shape(format!(
+                "out has {} elements, expected {rows}",
+                slice.len()
+            )));
+        }
+        Sink::Labels(slice)
+    } else {
+        values = writable_floats::<E>(out, "out")?;
+        let slice = values
+            .as_slice_mut()
+            .map_err(|_| FastmlpError::Value("out must be C-contiguous".into()))?;
+        if slice.len() != rows * model.outputs() {
+            return Err(FastmlpError::Shape(format!(
+                "out has {} elements, expected {rows} x {}",
+                slice.len(),
+                model.outputs()
+            )));
+        }
+        Sink::Values(slice)
+    };
+    let heavy = rows.saturating_mul(model.macs_per_row()) >= DETACH_THRESHOLD;
+    #[allow(clippy::too_many_arguments)]
+    fn run<E: DispatchElement, X: InputElement>(
+        py: Python<'_>,
+        model: &PackedModel<E>,
+        x: &[X],
+        rows: usize,
+        sink: Sink<'_, E>,
+        threads: usize,
+        log: bool,
+        heavy: bool,
+    ) -> Result<(), FastmlpError> {
+        run_released(py, heavy, || model.forward(x, rows, sink, threads, log))
+    }
+    let not_contiguous = |_| FastmlpError::Value("X must be C-contiguous".into());
+    match &input {
+        InputRows::U8(a) => run(
+            py,
+            model,
+            a.as_slice().map_err(not_contiguous)?,
+            rows,
+            sink,
+            threads,
+            log,
+            heavy,
+        ),
+        InputRows::F32(a) => run(
+            py,
+            model,
+            a.as_slice().map_err(not_contiguous)?,
+            rows,
+            sink,
+            threads,
+            log,
+            heavy,
+        ),
+        InputRows::F64(a) => run(
+            py,
+            model,
+            a.as_slice().map_err(not_contiguous)?,
+            rows,
+            sink,
+            threads,
+            log,
+            heavy,
+        ),
+    }
+}
+
+#[pymethods]
+impl PyPackedMlp {
+    /// Packs `weights[i]` (`(in, out)`), `biases[i]` and `activations[i]` for this CPU. All arrays
+    /// must share one dtype, float32 or float64, which becomes the model's compute dtype.
+    #[new]
+    #[pyo3(signature = (weights, biases, activations, input_scale=1.0))]
+    fn new(
+        weights: Vec<Bound<'_, PyAny>>,
+        biases: Vec<Bound<'_, PyAny>>,
+        activations: Vec<String>,
+        input_scale: f64,
+    ) -> PyResult<Self> {
+        if weights.len() != biases.len() || weights.len() != activations.len() {
+            return Err(FastmlpError::Value(format!(
+                "got {} weight matrices, {} biases and {} activations; expected one of each per layer",
+                weights.len(),
+                biases.len(),
+                activations.len()
+            ))
+            .into());
+        }
+        let activations = activations
+            .iter()
+            .map(|name| match Activation::parse(name) {
+                Some(Activation::LogSoftmax) | None => Err(FastmlpError::Value(format!(
+                    "unknown activation {name:?}; expected one of {}",
+                    Activation::NAMES.join(", ")
+                ))),
+                Some(a) => Ok(a),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let first = weights
+            .first()
+            .ok_or_else(|| FastmlpError::Value("a model needs at least one layer".into()))?;
+        let model = if first.cast::<PyArray2<f32>>().is_ok() {
+            AnyModel::F32(catch_panic(|| {
+                pack_model::<f32>(&weights, &biases, &activations, input_scale)
+            })??)
+        } else {
+            AnyModel::F64(catch_panic(|| {
+                pack_model::<f64>(&weights, &biases, &activations, input_scale)
+            })??)
+        };
+        Ok(PyPackedMlp { model })
+    }
+
+    /// Writes the model's outputs for the rows of `x` into `out` (`(rows, outputs)`, the model's
+    /// dtype); with `log`, a final softmax is computed as log-softmax.
+    #[pyo3(signature = (x, out, threads=None, log=false))]
+    fn forward(
+        &self,
+        py: Python<'_>,
+        x: &Bound<'_, PyAny>,
+        out: &Bound<'_, PyAny>,
+        threads: Option<usize>,
+        log: bool,
+    ) -> PyResult<()> {
+        let threads = threads::effective_threads(threads);
+        match &self.model {
+            AnyModel::F32(m) => Ok(forward_typed(py, m, x, out, false, threads, log)?),
+            AnyModel::F64(m) => Ok(forward_typed(py, m, x, out, false, threads, log)?),
+        }
+    }
+
+    /// Writes each row's argmax output into `out` (int64, `(rows,)`), never materialising
+    /// the full output matrix.
+    #[pyo3(signature = (x, out, threads=None))]
+    fn predict(
+        &self,
+        py: Python<'_>,
+        x: &Bound<'_, PyAny>,
+        out: &Bound<'_, PyAny>,
+        threads: Option<usize>,
+    ) -> PyResult<()> {
+        let threads = threads::effective_threads(threads);
+        match &self.model {
+            AnyModel::F32(m) => Ok(forward_typed(py, m, x, out, true, threads, false)?),
+            AnyModel::F64(m) => Ok(forward_typed(py, m, x, out, true, threads, false)?),
+        }
+    }
+
+    /// The instruction-set level the weights were packed for and every call runs at.
+    #[getter]
+    fn level(&self) -> &'static str {
+        match &self.model {
+            AnyModel::F32(m) => m.level.name(),
+            AnyModel::F64(m) => m.level.name(),
+        }
+    }
+
+    /// How many tasks a call over `rows` rows would be split into with `threads` threads.
+    #[pyo3(signature = (rows, threads=None))]
+    fn planned_tasks(&self, rows: usize, threads: Option<usize>) -> usize {
+        let threads = threads::effective_threads(threads);
+        match &self.model {
+            AnyModel::F32(m) => m.plan_tasks(rows, threads),
+            AnyModel::F64(m) => m.plan_tasks(rows, threads),
+        }
+    }
+}
+
+/// Sets the default number of threads (0: `FASTMLP_NUM_THREADS`, else the available cores).
+#[pyfunction]
+fn set_num_threads(threads: usize) {
+    threads::set_default_threads(threads);
+}
+
+/// The number of threads a call uses by default (capped at the available cores).
+#[pyfunction]
+fn get_num_threads() -> usize {
+    threads::effective_threads(None)
+}
+
+/// The instruction-set level new work runs at: "avx512", "avx2" or "portable".
+#[pyfunction]
+fn cpu_level() -> &'static str {
+    active_level().name()
+}
+
+/// The levels this CPU can run, best first.
+#[pyfunction]
+fn supported_levels() -> Vec<&'static str> {
+    Level::ALL
+        .into_iter()
+        .filter(|l| l.is_supported())
+        .map(Level::name)
+        .collect()
+}
+
+/// For tests: forces the level new work runs at (None returns to the detected one). Models
+/// keep the level they were packed for.
+#[pyfunction]
+#[pyo3(signature = (name=None))]
+fn force_cpu_level(name: Option<&str>) -> PyResult<()> {
+    let level = match name {
+        None => None,
+        Some(name) => Some(Level::parse(name).ok_or_else(|| {
+            FastmlpError::Value(format!(
+                "unknown level {name:?}; expected avx512, avx2 or portable"
+            ))
+        })?),
+    };
+    force_level(level).map_err(|level| {
+        FastmlpError::Value(format!("this CPU cannot run the {} level", level.name())).into()
+    })
+}
+
+#[pymodule(gil_used = false)]
+mod _core {
+    #[pymodule_export]
+    use super::{
+        cpu_level, elementwise, force_cpu_level, get_num_threads, set_num_threads, softmax,
+        supported_levels, PyPackedMlp,
+    };
+}
