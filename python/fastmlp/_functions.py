@@ -117,13 +117,17 @@ def identity(x: Any, *, out: Optional[np.ndarray] = None) -> np.ndarray:
     return destination
 
 
-def _elementwise(name: str, x: Any, out: Optional[np.ndarray], threads: Optional[int]) -> np.ndarray:
+def _elementwise(
+    name: str, x: Any, out: Optional[np.ndarray], threads: Optional[int]
+) -> np.ndarray:
     source, destination = _prepare_unary(x, out)
     _core.elementwise(name, source, destination, check_threads(threads))
     return destination
 
 
-def sigmoid(x: Any, *, out: Optional[np.ndarray] = None, threads: Optional[int] = None) -> np.ndarray:
+def sigmoid(
+    x: Any, *, out: Optional[np.ndarray] = None, threads: Optional[int] = None
+) -> np.ndarray:
     """The logistic function ``1 / (1 + exp(-x))``, computed stably.
 
     It never overflows and never warns: ``exp(-|x|)`` is evaluated instead of ``exp(-x)``, and
@@ -160,7 +164,9 @@ def sigmoid(x: Any, *, out: Optional[np.ndarray] = None, threads: Optional[int] 
     return _elementwise("sigmoid", x, out, threads)
 
 
-def _softmax(x: Any, axis: int, out: Optional[np.ndarray], log: bool, threads: Optional[int]) -> np.ndarray:
+def _softmax(
+    x: Any, axis: int, out: Optional[np.ndarray], log: bool, threads: Optional[int]
+) -> np.ndarray:
     source, destination = _prepare_unary(x, out)
     shape = destination.shape
     if len(shape) == 0:

@@ -1,4 +1,4 @@
-"""The ``MLP`` model: validation and conversions in Python, the forward pass in ``fastmlp._core``."""
+"""The ``MLP`` model: validation and conversions in Python, the forward pass in the Rust core."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ def _model_dtype(layers: Sequence[Any], dtype: Any) -> np.dtype:
         return chosen
     # float32 weights compute in float32; anything else (float64, integers) in float64.
     all_float32 = all(
-        np.asarray(W).dtype == np.float32 and np.asarray(b).dtype == np.float32 for W, b, _ in layers
+        np.asarray(W).dtype == np.float32 and np.asarray(b).dtype == np.float32
+        for W, b, _ in layers
     )
     return np.dtype(np.float32 if all_float32 else np.float64)
 
@@ -92,7 +93,9 @@ class MLP:
             raise ValueError("an MLP needs at least one layer, got an empty list")
         for index, layer in enumerate(layers):
             if not isinstance(layer, (tuple, list)) or len(layer) != 3:
-                raise TypeError(f"layer {index} must be a (W, b, activation) tuple, got {layer!r:.80}")
+                raise TypeError(
+                    f"layer {index} must be a (W, b, activation) tuple, got {layer!r:.80}"
+                )
         self._dtype = _model_dtype(layers, dtype)
         coefs, intercepts, activations = [], [], []
         previous_out = None
@@ -134,7 +137,10 @@ class MLP:
         self._activations = tuple(activations)
         self._input_scale = input_scale
         self._packed = _core.PackedMLP(
-            list(coefs), list(intercepts), list(activations), 1.0 if input_scale is None else input_scale
+            list(coefs),
+            list(intercepts),
+            list(activations),
+            1.0 if input_scale is None else input_scale,
         )
 
     @classmethod
@@ -164,7 +170,9 @@ class MLP:
             If a key is missing, unexpected, or the shapes do not chain.
         """
         if not isinstance(weights, Mapping):
-            raise TypeError(f"weights must be a mapping of W1, b1, ..., got {type(weights).__name__}")
+            raise TypeError(
+                f"weights must be a mapping of W1, b1, ..., got {type(weights).__name__}"
+            )
         count = 0
         while f"W{count + 1}" in weights:
             count += 1
@@ -253,7 +261,7 @@ class MLP:
     # -- inference -----------------------------------------------------------------------
 
     def _rows(self, X: Any) -> "tuple[np.ndarray, bool]":
-        """``X`` as C-contiguous ``(N, K)`` rows (a view where possible) and whether it was one sample.
+        """``X`` as C-contiguous ``(N, K)`` rows (a view where possible), and if it was one sample.
 
         Written for the batch-of-one latency: the common cases take no NumPy reductions.
         """
@@ -295,7 +303,9 @@ class MLP:
         try:
             size = operator.index(batch_size)
         except TypeError:
-            raise TypeError(f"batch_size must be a positive int or None, got {batch_size!r}") from None
+            raise TypeError(
+                f"batch_size must be a positive int or None, got {batch_size!r}"
+            ) from None
         if size < 1:
             raise ValueError(f"batch_size must be at least 1, got {size}")
         return size
@@ -326,7 +336,9 @@ class MLP:
             self._packed.forward(rows, matrix, threads, log)
         else:
             for start in range(0, n_rows, size):
-                self._packed.forward(rows[start : start + size], matrix[start : start + size], threads, log)
+                self._packed.forward(
+                    rows[start : start + size], matrix[start : start + size], threads, log
+                )
         return result
 
     def predict_proba(
@@ -386,11 +398,14 @@ class MLP:
         """
         if self.out_activation_ != "softmax":
             raise ValueError(
-                f"predict_log_proba needs a softmax output layer; this model's is {self.out_activation_!r}"
+                "predict_log_proba needs a softmax output layer; "
+                f"this model's is {self.out_activation_!r}"
             )
         return self._forward(X, batch_size, threads, out, log=True)
 
-    def predict(self, X: Any, batch_size: Optional[int] = None, *, threads: Optional[int] = None) -> np.ndarray:
+    def predict(
+        self, X: Any, batch_size: Optional[int] = None, *, threads: Optional[int] = None
+    ) -> np.ndarray:
         """Predicted labels: each row's argmax output, as int64 (a scalar for one sample).
 
         For a single-output network the label is ``output > 0.5`` (a binary classifier, as
@@ -412,7 +427,9 @@ class MLP:
             self._packed.predict(rows[start : start + step], labels[start : start + step], threads)
         return labels[0] if single else labels
 
-    def score(self, X: Any, y: Any, batch_size: Optional[int] = None, *, threads: Optional[int] = None) -> float:
+    def score(
+        self, X: Any, y: Any, batch_size: Optional[int] = None, *, threads: Optional[int] = None
+    ) -> float:
         """Accuracy of :meth:`predict` against labels ``y`` (R² for an identity output).
 
         Raises
@@ -423,7 +440,9 @@ class MLP:
         predicted = np.asarray(self.predict(X, batch_size, threads=threads))
         y = np.asarray(y)
         if y.shape != predicted.shape:
-            raise ValueError(f"y has shape {y.shape}; expected {predicted.shape}, one label per row of X")
+            raise ValueError(
+                f"y has shape {y.shape}; expected {predicted.shape}, one label per row of X"
+            )
         if self.out_activation_ == "identity":
             residual = float(np.sum((y - predicted) ** 2))
             total = float(np.sum((y - y.mean(axis=0)) ** 2))

@@ -1,0 +1,313 @@
+"""``fastmlp bench``: fastmlp side by side with its peers, in one process, on the same arrays.
+
+Peers run where installed (NumPy always; ONNX Runtime and PyTorch with the ``bench`` extra).
+Rounds are interleaved across engines and the minimum kept, so a noisy machine slows every
+engine alike; results are reported as ratios to fastmlp and as a share of the large-sgemm
+FLOP rate measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ._model import MLP
+
+TUTORIAL_SIZES = (784, 50, 100, 10)
+TUTORIAL_ACTIVATIONS = ("sigmoid", "sigmoid", "softmax")
+
+
+def tutorial_shaped_layers(
+    seed: int = 0, dtype=np.float32
+) -> "list[tuple[np.ndarray, np.ndarray, str]]":
+    """The tutorial's 784-50-100-10 architecture with fixed-seed random weights."""
+    rng = np.random.default_rng(seed)
+    layers = []
+    for (fan_in, fan_out), activation in zip(
+        zip(TUTORIAL_SIZES, TUTORIAL_SIZES[1:]), TUTORIAL_ACTIVATIONS
+    ):
+        W = (rng.standard_normal((fan_in, fan_out)) / np.sqrt(fan_in)).astype(dtype)
+        b = (0.1 * rng.standard_normal(fan_out)).astype(dtype)
+        layers.append((W, b, activation))
+    return layers
+
+
+def numpy_forward(layers, threads: Optional[int] = None) -> Callable[[np.ndarray], np.ndarray]:
+    """A plain NumPy forward pass (stable sigmoid and row-wise softmax), batched."""
+    from . import reference
+
+    def run(X: np.ndarray) -> np.ndarray:
+        return reference.forward(layers, X)
+
+    return run
+
+
+def onnxruntime_forward(layers, threads: int) -> Optional[Callable[[np.ndarray], np.ndarray]]:
+    """An ONNX Runtime session over the same network (MatMul + Add + activation per layer)."""
+    try:
+        import onnxruntime as ort
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError:
+        return None
+    dtype = layers[0][0].dtype
+    elem = TensorProto.FLOAT if dtype == np.float32 else TensorProto.DOUBLE
+    nodes, inits = [], []
+    current = "X"
+    op_names = {"sigmoid": "Sigmoid", "relu": "Relu", "tanh": "Tanh", "softmax": "Softmax"}
+    for i, (W, b, activation) in enumerate(layers):
+        inits += [numpy_helper.from_array(W, f"W{i}"), numpy_helper.from_array(b, f"b{i}")]
+        nodes.append(helper.make_node("MatMul", [current, f"W{i}"], [f"mm{i}"]))
+        nodes.append(helper.make_node("Add", [f"mm{i}", f"b{i}"], [f"a{i}"]))
+        if activation == "identity":
+            current = f"a{i}"
+            continue
+        attrs = {"axis": -1} if activation == "softmax" else {}
+        nodes.append(helper.make_node(op_names[activation], [f"a{i}"], [f"h{i}"], **attrs))
+        current = f"h{i}"
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("X", elem, [None, layers[0][0].shape[0]])],
+        [helper.make_tensor_value_info(current, elem, [None, layers[-1][0].shape[1]])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = min(model.ir_version, 9)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # ONNX Runtime's workers spin after each run by default, taking the cores the next engine
+    # in an interleaved round needs; with spinning off every engine starts on idle cores.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    output = current
+
+    def run(X: np.ndarray) -> np.ndarray:
+        return session.run([output], {"X": X})[0]
+
+    return run
+
+
+def torch_forward(layers, threads: int) -> Optional[Callable[[np.ndarray], np.ndarray]]:
+    """PyTorch (CPU, inference mode) over the same network, where torch is installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    modules: List[object] = []
+    acts = {"sigmoid": torch.nn.Sigmoid, "relu": torch.nn.ReLU, "tanh": torch.nn.Tanh}
+    for W, b, activation in layers:
+        linear = torch.nn.Linear(W.shape[0], W.shape[1])
+        with torch.no_grad():
+            linear.weight.copy_(torch.from_numpy(np.ascontiguousarray(W.T)))
+            linear.bias.copy_(torch.from_numpy(b))
+        modules.append(linear)
+        if activation == "softmax":
+            modules.append(torch.nn.Softmax(dim=-1))
+        elif activation != "identity":
+            modules.append(acts[activation]())
+    net = torch.nn.Sequential(*modules).to(
+        torch.float32 if layers[0][0].dtype == np.float32 else torch.float64
+    )
+    net.eval()
+
+    def run(X: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return net(torch.from_numpy(X)).numpy()
+
+    return run
+
+
+def engines(
+    layers, threads: int, include: Sequence[str] = ("fastmlp", "numpy", "onnxruntime", "torch")
+) -> Dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """Name -> forward callable for every engine available here, fastmlp first."""
+    model = MLP(layers)
+    found: Dict[str, Callable[[np.ndarray], np.ndarray]] = {}
+    if "fastmlp" in include:
+        found["fastmlp"] = lambda X: model.predict_proba(X, threads=threads)
+    if "numpy" in include:
+        found["numpy"] = numpy_forward(layers)
+    if "onnxruntime" in include:
+        run = onnxruntime_forward(layers, threads)
+        if run is not None:
+            found["onnxruntime"] = run
+    if "torch" in include:
+        run = torch_forward(layers, threads)
+        if run is not None:
+            found["torch"] = run
+    return found
+
+
+def time_interleaved(
+    callables: Dict[str, Callable[[], object]],
+    rounds: int,
+    settle: float = 0.05,
+    block_seconds: float = 0.02,
+) -> Dict[str, float]:
+    """Minimum seconds per call of each callable, rounds interleaved across them.
+
+    Each engine's turn starts after a ``settle`` pause: OpenBLAS and ONNX Runtime keep their
+    workers spinning for a while after a call, and without the pause the next engine in the
+    round would run on cores they still occupy. Within a turn the engine runs for about
+    ``block_seconds`` and the fastest call counts.
+    """
+    best = {name: float("inf") for name in callables}
+    calls_per_turn = {}
+    for name, fn in callables.items():
+        t0 = time.perf_counter()
+        fn()  # warm up: first-call allocations, thread start-up, lazy initialisation
+        first = time.perf_counter() - t0
+        calls_per_turn[name] = max(1, min(1000, int(block_seconds / max(first, 1e-7))))
+    for _ in range(rounds):
+        for name, fn in callables.items():
+            if settle:
+                time.sleep(settle)
+            for _ in range(calls_per_turn[name]):
+                t0 = time.perf_counter()
+                fn()
+                best[name] = min(best[name], time.perf_counter() - t0)
+    return best
+
+
+def sgemm_gflops(threads: int, size: int = 2048, rounds: int = 5) -> float:
+    """GFLOP/s of a large float32 product through NumPy's BLAS: the practical peak here."""
+    rng = np.random.default_rng(1)
+    a = rng.random((size, size), dtype=np.float32)
+    b = rng.random((size, size), dtype=np.float32)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # without threadpoolctl the BLAS uses its own default thread count
+        threadpool_limits = None
+    if threadpool_limits is not None:
+        with threadpool_limits(limits=threads, user_api="blas"):
+            seconds = time_interleaved({"sgemm": lambda: a @ b}, rounds)["sgemm"]
+    else:
+        seconds = time_interleaved({"sgemm": lambda: a @ b}, rounds)["sgemm"]
+    return 2.0 * size**3 / seconds / 1e9
+
+
+def machine_description() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    from . import _core
+
+    python = f"{platform.python_implementation()} {platform.python_version()}"
+    return (
+        f"{cpu}, {os.cpu_count()} logical CPUs, fastmlp level {_core.cpu_level()}, "
+        f"{python}, NumPy {np.__version__}"
+    )
+
+
+def run_comparison(
+    batch_sizes: Sequence[int], threads: int, rounds: int, seed: int = 0, layers=None
+) -> "tuple[list[dict], float]":
+    """Times every engine at every batch size; returns result rows and the sgemm GFLOP/s."""
+    layers = layers or tutorial_shaped_layers(seed)
+    macs_per_row = sum(W.size for W, _, _ in layers)
+    found = engines(layers, threads)
+    rng = np.random.default_rng(seed + 1)
+    peak = sgemm_gflops(threads)
+    rows = []
+    for batch in batch_sizes:
+        X = rng.random((batch, layers[0][0].shape[0]), dtype=np.float32).astype(layers[0][0].dtype)
+        calls = {name: (lambda fn=fn, X=X: fn(X)) for name, fn in found.items()}
+        best = time_interleaved(calls, rounds)
+        for name, seconds in best.items():
+            gflops = 2.0 * macs_per_row * batch / seconds / 1e9
+            rows.append(
+                {
+                    "batch": batch,
+                    "engine": name,
+                    "seconds": seconds,
+                    "ratio": seconds / best["fastmlp"],
+                    "gflops": gflops,
+                    "peak_share": gflops / peak,
+                }
+            )
+    return rows, peak
+
+
+def _format_time(seconds: float) -> str:
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:8.1f} µs"
+    return f"{seconds * 1e3:8.2f} ms"
+
+
+def format_table(rows: "list[dict]", peak: float, threads: int) -> str:
+    lines = [
+        f"machine: {machine_description()}",
+        f"threads: {threads}; large sgemm (NumPy BLAS, float32, 2048^3): {peak:.0f} GFLOP/s",
+        "network: 784-50-100-10 (sigmoid, sigmoid, softmax), float32; "
+        "times are the minimum of interleaved rounds",
+        "",
+        f"{'batch':>7}  {'engine':<12} {'time':>11}  {'x fastmlp':>9}  "
+        f"{'GFLOP/s':>8}  {'% sgemm':>7}",
+    ]
+    for row in rows:
+        lines.append(
+            f"{row['batch']:>7}  {row['engine']:<12} {_format_time(row['seconds']):>11}  "
+            f"{row['ratio']:>9.2f}  {row['gflops']:>8.1f}  {100 * row['peak_share']:>6.0f}%"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: "list[dict]", path: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit('--plot needs matplotlib: pip install "fastmlp[plot]"') from None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for engine in dict.fromkeys(r["engine"] for r in rows):
+        points = [(r["batch"], r["batch"] / r["seconds"]) for r in rows if r["engine"] == engine]
+        ax.plot(*zip(*points), marker="o", label=engine)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size (rows)")
+    ax.set_ylabel("throughput (rows / s)")
+    ax.set_title("784-50-100-10 MLP forward, float32")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="fastmlp bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 100, 10_000, 100_000])
+    parser.add_argument(
+        "--threads", type=int, default=None, help="threads for every engine (default: all cores)"
+    )
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds per batch size")
+    parser.add_argument(
+        "--plot", metavar="PNG", help="write throughput against batch size to this PNG"
+    )
+    args = parser.parse_args(argv)
+    from . import get_num_threads
+
+    threads = args.threads or get_num_threads()
+    rows, peak = run_comparison(args.batch_sizes, threads, args.rounds)
+    print(format_table(rows, peak, threads))
+    if args.plot:
+        plot(rows, args.plot)
+        print(f"\nplot written to {args.plot}")
+    return 0

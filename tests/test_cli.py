@@ -1,0 +1,202 @@
+"""The ``fastmlp`` command line: ``demo`` offline and on the real data, and its error paths."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import TUTORIAL_ACCURACY_RAW, TUTORIAL_ACCURACY_SCALED
+from fastmlp import cli
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True)
+def nothing_to_find(tmp_path, monkeypatch):
+    # An empty HOME (no ~/.keras/datasets/mnist.npz) and an empty working directory (no
+    # ./sample_weight.pkl), so each test controls what the demo finds.
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return home
+
+
+def _table_rows(output: str) -> list[str]:
+    method_prefixes = ("  tutorial NumPy", "  fastmlp,")
+    return [line for line in output.splitlines() if line.startswith(method_prefixes)]
+
+
+def test_demo_offline_prints_a_table(capsys):
+    assert cli.main(["demo"]) == 0
+    output = capsys.readouterr().out
+    assert "fastmlp demo (offline)" in output
+    assert "fastmlp demo --weights sample_weight.pkl --data" in output  # how to go real
+    assert "raw pixels" in output and "pixels / 255" in output
+    rows = _table_rows(output)
+    assert len(rows) == 6  # three methods, two conditions
+    for row in rows:
+        agreeing, total = row.split()[-5].split("/")  # predictions equal to the reference's
+        assert total == "10000" and int(agreeing) >= 9990
+    for row in rows:
+        if row.startswith("  fastmlp"):
+            assert float(row.split()[-1]) < 1e-4  # max |Δp| against the reference
+    # The columns of a table line up: every row of a table has the same length.
+    assert len({len(row) for row in rows[:3]}) == 1
+    prose = " ".join(output.split())  # notes are wrapped to the terminal's width
+    assert "overflow encountered in exp" in prose
+    assert "fastmlp: 0 warnings" in prose
+
+
+def test_python_dash_m_runs_the_same_cli(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "fastmlp", "demo", "--weights", str(tmp_path / "nowhere.pkl")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "fastmlp demo: error: cannot read weights" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_no_command_prints_help(capsys):
+    assert cli.main([]) == 2
+    assert "demo" in capsys.readouterr().err
+
+
+def test_bench_is_dispatched_with_its_arguments(monkeypatch):
+    received = []
+
+    def fake_bench_main(argv):
+        received.append(argv)
+        return 0
+
+    import fastmlp._bench
+
+    monkeypatch.setattr(fastmlp._bench, "main", fake_bench_main)
+    assert cli.main(["bench", "--help", "--rows", "7"]) == 0
+    assert received == [["--help", "--rows", "7"]]
+
+
+def test_missing_weights_file_is_a_clean_error(tmp_path, capsys):
+    assert cli.main(["demo", "--weights", str(tmp_path / "nowhere.pkl")]) == 1
+    error = capsys.readouterr().err
+    assert "cannot read weights" in error and "nowhere.pkl" in error
+
+
+def test_garbage_weights_file_is_a_clean_error(tmp_path, capsys):
+    garbage = tmp_path / "garbage.pkl"
+    garbage.write_bytes(b"this is not a network")
+    assert cli.main(["demo", "--weights", str(garbage)]) == 1
+    assert "unknown format" in capsys.readouterr().err
+
+
+def test_missing_data_path_is_a_clean_error(tmp_path, capsys):
+    assert cli.main(["demo", "--data", str(tmp_path / "nowhere")]) == 1
+    assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_bad_thread_count_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as raised:
+        cli.main(["demo", "--threads", "0"])
+    assert raised.value.code == 2
+    assert "positive integer" in capsys.readouterr().err
+
+
+def test_save_errors_needs_labels(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    assert cli.main(["demo", "--save-errors", str(tmp_path / "errors.png")]) == 1
+    assert "needs labelled MNIST data" in capsys.readouterr().err
+    assert not (tmp_path / "errors.png").exists()
+
+
+def test_weights_without_data_say_so(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    np.savez(
+        tmp_path / "net.npz",
+        W1=rng.normal(size=(784, 10)).astype(np.float32),
+        b1=np.zeros(10, np.float32),
+    )
+    assert cli.main(["demo", "--weights", str(tmp_path / "net.npz")]) == 0
+    output = capsys.readouterr().out
+    assert "no MNIST data found" in output
+    assert "accuracy" not in output.split("raw pixels")[1].splitlines()[1]  # no accuracy column
+
+
+# --- on the real data --------------------------------------------------------------------
+
+
+def _accuracies(output: str) -> list[str]:
+    # From the right: max |Δp|, speed-up, time unit, time, agreement, accuracy.
+    return [row.split()[-6] for row in _table_rows(output)]
+
+
+def test_demo_on_the_real_data_prints_the_published_accuracies(
+    sample_weights_path, mnist_dir, capsys
+):
+    code = cli.main(
+        ["demo", "--weights", str(sample_weights_path), "--data", str(mnist_dir), "--threads", "1"]
+    )
+    assert code == 0
+    output = capsys.readouterr().out
+    raw, scaled = f"{TUTORIAL_ACCURACY_RAW:.4f}", f"{TUTORIAL_ACCURACY_SCALED:.4f}"
+    assert _accuracies(output) == [raw] * 3 + [scaled] * 3
+    prose = " ".join(output.split())
+    overflows = re.search(r'"overflow encountered in exp" ([\d,]+) times at 1 image', prose)
+    assert overflows is not None and int(overflows.group(1).replace(",", "")) > 0
+    assert "fastmlp: 0 warnings" in prose
+
+
+def test_demo_finds_keras_mnist_in_home(sample_weights_path, mnist, nothing_to_find, capsys):
+    images, labels = mnist
+    datasets = nothing_to_find / ".keras" / "datasets"
+    datasets.mkdir(parents=True)
+    np.savez(datasets / "mnist.npz", x_test=images, y_test=labels)
+    assert cli.main(["demo", "--weights", str(sample_weights_path)]) == 0
+    assert _accuracies(capsys.readouterr().out)[-1] == f"{TUTORIAL_ACCURACY_SCALED:.4f}"
+
+
+def test_save_errors_writes_a_png(sample_weights_path, mnist_dir, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "errors.png"
+    code = cli.main(
+        [
+            "demo",
+            "--weights",
+            str(sample_weights_path),
+            "--data",
+            str(mnist_dir),
+            "--save-errors",
+            str(png),
+        ]
+    )
+    assert code == 0
+    assert png.read_bytes()[:8] == PNG_SIGNATURE
+    wrong = round((1 - TUTORIAL_ACCURACY_SCALED) * 10000)
+    assert f"saved 40 of {wrong} misclassified digits" in capsys.readouterr().out
+
+
+def test_save_errors_without_matplotlib_explains_how_to_install(
+    sample_weights_path, mnist_dir, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
+    code = cli.main(
+        [
+            "demo",
+            "--weights",
+            str(sample_weights_path),
+            "--data",
+            str(mnist_dir),
+            "--save-errors",
+            str(tmp_path / "errors.png"),
+        ]
+    )
+    assert code == 1
+    assert 'pip install "fastmlp[plot]"' in capsys.readouterr().err
