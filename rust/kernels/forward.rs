@@ -6,7 +6,7 @@ use rayon::prelude::*;
 use super::dispatch::{DispatchElement, Level, SimdTask};
 use super::math::Activation;
 use super::microkernel::{chunk_rows, layer_chunk, layer_single_row};
-use super::pack::{PackedLayer, MAX_LANES};
+use super::pack::{pack_input_chunk, PackedLayer, MAX_LANES};
 use super::simd::{Element, InputElement, Simd};
 use crate::threads;
 
@@ -176,14 +176,7 @@ impl<E: DispatchElement, X: InputElement> SimdTask<E> for RowsTask<'_, E, X> {
                     let buffer = || vec![E::ZERO; widest * chunk];
                     (vec![E::ZERO; features * chunk], [buffer(), buffer()])
                 });
-                super::pack::pack_input_chunk(
-                    x_chunk,
-                    live,
-                    features,
-                    chunk,
-                    model.input_scale,
-                    packed_input,
-                );
+                pack_input_chunk(s, x_chunk, live, features, model.input_scale, packed_input);
                 // Layer i writes buffer i % 2 and reads the other (or the packed input).
                 for (index, layer) in model.layers.iter().enumerate() {
                     let (even, odd) = chunk_buffers.split_at_mut(1);

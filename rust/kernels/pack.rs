@@ -4,7 +4,7 @@
 use ndarray::ArrayView2;
 
 use super::math::Activation;
-use super::simd::{Element, InputElement};
+use super::simd::{Element, InputElement, Simd};
 
 /// The widest vector any level uses (AVX-512 f32): single-row weights are padded to it.
 pub const MAX_LANES: usize = 16;
@@ -106,33 +106,57 @@ impl<E: Element> PackedLayer<E> {
     }
 }
 
-/// How many input columns are transposed together: a block of `rows x TRANSPOSE_BLOCK` reads
-/// whole cache lines of each row while its writes stay within a few lines per k.
-const TRANSPOSE_BLOCK: usize = 64;
-
-/// Writes `dst[k * lanes + r] = scale * src[r * features + k]` for the `rows` rows in `src`,
-/// and zero for lanes `rows..lanes`, so padded lanes compute harmless finite values.
-pub fn pack_input_chunk<X: InputElement, E: Element>(
+/// Writes `dst[k * 2L + r] = scale * src[r * features + k]` (L = `S::LANES`) for the `rows`
+/// rows in `src`, and zero for lanes `rows..2L`, so padded lanes compute harmless finite values.
+/// Whole `L x L` blocks are converted, scaled and transposed in registers; the last
+/// `features % L` columns one value at a time, rounding exactly as the vector path does.
+#[inline(always)]
+pub fn pack_input_chunk<S: Simd, X: InputElement>(
+    s: S,
     src: &[X],
     rows: usize,
     features: usize,
-    lanes: usize,
-    scale: E,
-    dst: &mut [E],
+    scale: S::Elem,
+    dst: &mut [S::Elem],
 ) {
-    assert!(rows <= lanes && src.len() >= rows * features && dst.len() >= features * lanes);
-    for block_start in (0..features).step_by(TRANSPOSE_BLOCK) {
-        let block_end = (block_start + TRANSPOSE_BLOCK).min(features);
-        for r in 0..rows {
-            let row = &src[r * features + block_start..r * features + block_end];
-            for (k, &value) in (block_start..block_end).zip(row) {
-                dst[k * lanes + r] = value.to_element::<E>() * scale;
+    let lanes = S::LANES;
+    let chunk = 2 * lanes;
+    assert!(rows <= chunk && src.len() >= rows * features && dst.len() >= features * chunk);
+    assert!(lanes <= MAX_LANES);
+    let full = features - features % lanes;
+    let zero = s.splat(S::Elem::ZERO);
+    let scale_v = s.splat(scale);
+    let mut block = [zero; MAX_LANES];
+    for first_row in [0, lanes] {
+        let live = rows.saturating_sub(first_row).min(lanes);
+        for k0 in (0..full).step_by(lanes) {
+            for (i, slot) in block.iter_mut().enumerate().take(lanes) {
+                *slot = if i < live {
+                    // SAFETY: row first_row + i < rows and k0 + lanes <= full <= features, so
+                    // the LANES values read lie inside `src` (length checked above).
+                    let v = unsafe {
+                        X::load_vector(s, src.as_ptr().add((first_row + i) * features + k0))
+                    };
+                    s.mul(v, scale_v)
+                } else {
+                    zero
+                };
+            }
+            s.transpose(&mut block[..lanes]);
+            for (j, &column) in block.iter().enumerate().take(lanes) {
+                // SAFETY: (k0 + j) * chunk + first_row + lanes <= features * chunk = dst's checked
+                // minimum length.
+                unsafe { s.store(dst.as_mut_ptr().add((k0 + j) * chunk + first_row), column) };
             }
         }
-    }
-    if rows < lanes {
-        for k in 0..features {
-            dst[k * lanes + rows..(k + 1) * lanes].fill(E::ZERO);
+        for k in full..features {
+            for i in 0..lanes {
+                dst[k * chunk + first_row + i] = if i < live {
+                    src[(first_row + i) * features + k].to_element::<S::Elem>() * scale
+                } else {
+                    S::Elem::ZERO
+                };
+            }
         }
     }
 }
@@ -140,6 +164,7 @@ pub fn pack_input_chunk<X: InputElement, E: Element>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::dispatch::{DispatchElement, Level, SimdTask};
 
     #[test]
     fn column_tiles_cover_every_column_once_with_balanced_widths() {
@@ -161,22 +186,66 @@ mod tests {
         }
     }
 
-    #[test]
-    fn pack_input_chunk_transposes_scales_and_zero_pads() {
-        let features = 70;
-        let rows = 3;
-        let src: Vec<u8> = (0..rows * features).map(|i| (i % 251) as u8).collect();
-        let mut dst = vec![f32::NAN; features * 8];
-        pack_input_chunk(&src, rows, features, 8, 0.5f32, &mut dst);
-        for k in 0..features {
-            for r in 0..8 {
-                let expected = if r < rows {
-                    src[r * features + k] as f32 * 0.5
-                } else {
-                    0.0
-                };
-                assert_eq!(dst[k * 8 + r], expected);
+    struct PackTask<'a, X> {
+        src: &'a [X],
+        rows: usize,
+        features: usize,
+        scale: f32,
+    }
+
+    impl<X: InputElement> SimdTask<f32> for PackTask<'_, X> {
+        type Output = (usize, Vec<f32>);
+        fn run<S: Simd<Elem = f32>>(self, s: S) -> (usize, Vec<f32>) {
+            let chunk = 2 * S::LANES;
+            if self.rows > chunk {
+                return (chunk, Vec::new());
             }
+            let mut dst = vec![f32::NAN; self.features * chunk];
+            pack_input_chunk(s, self.src, self.rows, self.features, self.scale, &mut dst);
+            (chunk, dst)
+        }
+    }
+
+    fn check_pack<X: InputElement + Copy>(src: &[X], features: usize) {
+        for level in Level::ALL.into_iter().filter(|l| l.is_supported()) {
+            for rows in [1, 3, 8, 15, 16, 17, 31, 32] {
+                let task = PackTask {
+                    src,
+                    rows,
+                    features,
+                    scale: 0.5,
+                };
+                let (chunk, dst) = f32::dispatch(level, task);
+                if rows > chunk {
+                    continue;
+                }
+                for k in 0..features {
+                    for r in 0..chunk {
+                        let expected = if r < rows {
+                            src[r * features + k].to_element::<f32>() * 0.5
+                        } else {
+                            0.0
+                        };
+                        assert_eq!(
+                            dst[k * chunk + r],
+                            expected,
+                            "{level:?} rows={rows} k={k} r={r}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pack_input_chunk_transposes_converts_scales_and_zero_pads_at_every_level() {
+        for features in [1, 7, 16, 37, 70] {
+            let bytes: Vec<u8> = (0..32 * features).map(|i| (i * 7 % 251) as u8).collect();
+            check_pack(&bytes, features);
+            let floats: Vec<f32> = (0..32 * features).map(|i| i as f32 * 0.37 - 5.0).collect();
+            check_pack(&floats, features);
+            let doubles: Vec<f64> = (0..32 * features).map(|i| i as f64 * 0.1 + 1e-9).collect();
+            check_pack(&doubles, features);
         }
     }
 }

@@ -77,9 +77,19 @@ impl Element for f64 {
 /// Input element types a model accepts and converts on the fly while packing (never by a full copy).
 pub trait InputElement: Copy + Send + Sync + 'static {
     fn to_element<E: Element>(self) -> E;
+    /// Loads `LANES` consecutive inputs converted to `S::Elem`, rounding exactly as `to_element`.
+    ///
+    /// # Safety
+    /// `p` must be valid for reading `S::LANES` values.
+    unsafe fn load_vector<S: Simd>(s: S, p: *const Self) -> S::V;
 }
 
 impl InputElement for u8 {
+    #[inline(always)]
+    unsafe fn load_vector<S: Simd>(s: S, p: *const Self) -> S::V {
+        // SAFETY: the caller guarantees `p` is readable for LANES values.
+        unsafe { s.load_u8(p) }
+    }
     #[inline(always)]
     fn to_element<E: Element>(self) -> E {
         E::from_f64(self as f64)
@@ -88,12 +98,22 @@ impl InputElement for u8 {
 
 impl InputElement for f32 {
     #[inline(always)]
+    unsafe fn load_vector<S: Simd>(s: S, p: *const Self) -> S::V {
+        // SAFETY: the caller guarantees `p` is readable for LANES values.
+        unsafe { s.load_f32(p) }
+    }
+    #[inline(always)]
     fn to_element<E: Element>(self) -> E {
         E::from_f64(self as f64)
     }
 }
 
 impl InputElement for f64 {
+    #[inline(always)]
+    unsafe fn load_vector<S: Simd>(s: S, p: *const Self) -> S::V {
+        // SAFETY: the caller guarantees `p` is readable for LANES values.
+        unsafe { s.load_f64(p) }
+    }
     #[inline(always)]
     fn to_element<E: Element>(self) -> E {
         E::from_f64(self)
@@ -134,6 +154,17 @@ pub trait Simd: Copy + Send + Sync + 'static {
     fn ldexp(self, a: Self::V, n: Self::V) -> Self::V;
     /// `mask >= 0 ? a : b` lane-wise (a NaN mask selects `b`).
     fn select_nonneg(self, mask: Self::V, a: Self::V, b: Self::V) -> Self::V;
+    /// Transposes the `LANES x LANES` block `rows` (exactly `LANES` vectors) in registers.
+    fn transpose(self, rows: &mut [Self::V]);
+    /// # Safety
+    /// `p` must be valid for reading `LANES` bytes.
+    unsafe fn load_u8(self, p: *const u8) -> Self::V;
+    /// # Safety
+    /// `p` must be valid for reading `LANES` f32 values.
+    unsafe fn load_f32(self, p: *const f32) -> Self::V;
+    /// # Safety
+    /// `p` must be valid for reading `LANES` f64 values.
+    unsafe fn load_f64(self, p: *const f64) -> Self::V;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -255,6 +286,35 @@ macro_rules! impl_portable {
                     }
                 }
                 r
+            }
+            #[inline(always)]
+            fn transpose(self, rows: &mut [Self::V]) {
+                assert_eq!(rows.len(), PORTABLE_LANES);
+                for i in 0..PORTABLE_LANES {
+                    for j in i + 1..PORTABLE_LANES {
+                        let upper = rows[i][j];
+                        rows[i][j] = rows[j][i];
+                        rows[j][i] = upper;
+                    }
+                }
+            }
+            #[inline(always)]
+            unsafe fn load_u8(self, p: *const u8) -> Self::V {
+                // SAFETY: the caller guarantees `p` is readable for LANES bytes.
+                let bytes: [u8; PORTABLE_LANES] = unsafe { std::ptr::read_unaligned(p as *const _) };
+                bytes.map(|b| b as $e)
+            }
+            #[inline(always)]
+            unsafe fn load_f32(self, p: *const f32) -> Self::V {
+                // SAFETY: the caller guarantees `p` is readable for LANES values.
+                let values: [f32; PORTABLE_LANES] = unsafe { std::ptr::read_unaligned(p as *const _) };
+                values.map(|v| v as $e)
+            }
+            #[inline(always)]
+            unsafe fn load_f64(self, p: *const f64) -> Self::V {
+                // SAFETY: the caller guarantees `p` is readable for LANES values.
+                let values: [f64; PORTABLE_LANES] = unsafe { std::ptr::read_unaligned(p as *const _) };
+                values.map(|v| v as $e)
             }
         }
     };
@@ -388,6 +448,57 @@ mod x86 {
                 _mm256_cmp_ps::<_CMP_GE_OQ>(mask, _mm256_setzero_ps())
             ))
         }
+        #[inline(always)]
+        fn transpose(self, rows: &mut [__m256]) {
+            assert_eq!(rows.len(), 8);
+            tok!({
+                let t0 = _mm256_unpacklo_ps(rows[0], rows[1]);
+                let t1 = _mm256_unpackhi_ps(rows[0], rows[1]);
+                let t2 = _mm256_unpacklo_ps(rows[2], rows[3]);
+                let t3 = _mm256_unpackhi_ps(rows[2], rows[3]);
+                let t4 = _mm256_unpacklo_ps(rows[4], rows[5]);
+                let t5 = _mm256_unpackhi_ps(rows[4], rows[5]);
+                let t6 = _mm256_unpacklo_ps(rows[6], rows[7]);
+                let t7 = _mm256_unpackhi_ps(rows[6], rows[7]);
+                let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+                let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+                let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+                let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+                let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+                let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+                let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+                let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+                rows[0] = _mm256_permute2f128_ps::<0x20>(u0, u4);
+                rows[1] = _mm256_permute2f128_ps::<0x20>(u1, u5);
+                rows[2] = _mm256_permute2f128_ps::<0x20>(u2, u6);
+                rows[3] = _mm256_permute2f128_ps::<0x20>(u3, u7);
+                rows[4] = _mm256_permute2f128_ps::<0x31>(u0, u4);
+                rows[5] = _mm256_permute2f128_ps::<0x31>(u1, u5);
+                rows[6] = _mm256_permute2f128_ps::<0x31>(u2, u6);
+                rows[7] = _mm256_permute2f128_ps::<0x31>(u3, u7);
+            })
+        }
+        #[inline(always)]
+        unsafe fn load_u8(self, p: *const u8) -> __m256 {
+            // SAFETY: the caller guarantees 8 readable bytes; AVX2 is detected.
+            unsafe {
+                _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(p as *const __m128i)))
+            }
+        }
+        #[inline(always)]
+        unsafe fn load_f32(self, p: *const f32) -> __m256 {
+            // SAFETY: the caller guarantees 8 readable floats; AVX2 is detected.
+            unsafe { _mm256_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn load_f64(self, p: *const f64) -> __m256 {
+            // SAFETY: the caller guarantees 8 readable doubles; AVX2 is detected.
+            unsafe {
+                let low = _mm256_cvtpd_ps(_mm256_loadu_pd(p));
+                let high = _mm256_cvtpd_ps(_mm256_loadu_pd(p.add(4)));
+                _mm256_set_m128(high, low)
+            }
+        }
     }
 
     impl Simd for Avx2<f64> {
@@ -469,6 +580,38 @@ mod x86 {
                 _mm256_cmp_pd::<_CMP_GE_OQ>(mask, _mm256_setzero_pd())
             ))
         }
+        #[inline(always)]
+        fn transpose(self, rows: &mut [__m256d]) {
+            assert_eq!(rows.len(), 4);
+            tok!({
+                let t0 = _mm256_unpacklo_pd(rows[0], rows[1]);
+                let t1 = _mm256_unpackhi_pd(rows[0], rows[1]);
+                let t2 = _mm256_unpacklo_pd(rows[2], rows[3]);
+                let t3 = _mm256_unpackhi_pd(rows[2], rows[3]);
+                rows[0] = _mm256_permute2f128_pd::<0x20>(t0, t2);
+                rows[1] = _mm256_permute2f128_pd::<0x20>(t1, t3);
+                rows[2] = _mm256_permute2f128_pd::<0x31>(t0, t2);
+                rows[3] = _mm256_permute2f128_pd::<0x31>(t1, t3);
+            })
+        }
+        #[inline(always)]
+        unsafe fn load_u8(self, p: *const u8) -> __m256d {
+            // SAFETY: the caller guarantees 4 readable bytes; AVX2 is detected.
+            unsafe {
+                let word = std::ptr::read_unaligned(p as *const i32);
+                _mm256_cvtepi32_pd(_mm_cvtepu8_epi32(_mm_cvtsi32_si128(word)))
+            }
+        }
+        #[inline(always)]
+        unsafe fn load_f32(self, p: *const f32) -> __m256d {
+            // SAFETY: the caller guarantees 4 readable floats; AVX2 is detected.
+            unsafe { _mm256_cvtps_pd(_mm_loadu_ps(p)) }
+        }
+        #[inline(always)]
+        unsafe fn load_f64(self, p: *const f64) -> __m256d {
+            // SAFETY: the caller guarantees 4 readable doubles; AVX2 is detected.
+            unsafe { _mm256_loadu_pd(p) }
+        }
     }
 
     impl Simd for Avx512<f32> {
@@ -539,6 +682,74 @@ mod x86 {
                 a
             ))
         }
+        #[inline(always)]
+        fn transpose(self, rows: &mut [__m512]) {
+            assert_eq!(rows.len(), 16);
+            tok!({
+                // Three rounds: interleave 32-bit pairs, then 64-bit pairs, then 128-bit lanes
+                // (twice), the classic 16x16 in-register transpose.
+                let mut t = [_mm512_setzero_ps(); 16];
+                for i in 0..8 {
+                    t[2 * i] = _mm512_unpacklo_ps(rows[2 * i], rows[2 * i + 1]);
+                    t[2 * i + 1] = _mm512_unpackhi_ps(rows[2 * i], rows[2 * i + 1]);
+                }
+                let mut r = [_mm512_setzero_ps(); 16];
+                for i in 0..4 {
+                    let (a0, a1, b0, b1) = (t[4 * i], t[4 * i + 1], t[4 * i + 2], t[4 * i + 3]);
+                    r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(
+                        _mm512_castps_pd(a0),
+                        _mm512_castps_pd(b0),
+                    ));
+                    r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(
+                        _mm512_castps_pd(a0),
+                        _mm512_castps_pd(b0),
+                    ));
+                    r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(
+                        _mm512_castps_pd(a1),
+                        _mm512_castps_pd(b1),
+                    ));
+                    r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(
+                        _mm512_castps_pd(a1),
+                        _mm512_castps_pd(b1),
+                    ));
+                }
+                for i in 0..4 {
+                    t[i] = _mm512_shuffle_f32x4::<0x88>(r[i], r[i + 4]);
+                    t[i + 4] = _mm512_shuffle_f32x4::<0xDD>(r[i], r[i + 4]);
+                    t[i + 8] = _mm512_shuffle_f32x4::<0x88>(r[i + 8], r[i + 12]);
+                    t[i + 12] = _mm512_shuffle_f32x4::<0xDD>(r[i + 8], r[i + 12]);
+                }
+                for i in 0..8 {
+                    rows[i] = _mm512_shuffle_f32x4::<0x88>(t[i], t[i + 8]);
+                    rows[i + 8] = _mm512_shuffle_f32x4::<0xDD>(t[i], t[i + 8]);
+                }
+            })
+        }
+        #[inline(always)]
+        unsafe fn load_u8(self, p: *const u8) -> __m512 {
+            // SAFETY: the caller guarantees 16 readable bytes; AVX-512F is detected.
+            unsafe {
+                _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(p as *const __m128i)))
+            }
+        }
+        #[inline(always)]
+        unsafe fn load_f32(self, p: *const f32) -> __m512 {
+            // SAFETY: the caller guarantees 16 readable floats; AVX-512F is detected.
+            unsafe { _mm512_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn load_f64(self, p: *const f64) -> __m512 {
+            // SAFETY: the caller guarantees 16 readable doubles; AVX-512F is detected.
+            unsafe {
+                let low = _mm512_cvtpd_ps(_mm512_loadu_pd(p));
+                let high = _mm512_cvtpd_ps(_mm512_loadu_pd(p.add(8)));
+                let joined = _mm512_insertf64x4::<1>(
+                    _mm512_castpd256_pd512(_mm256_castps_pd(low)),
+                    _mm256_castps_pd(high),
+                );
+                _mm512_castpd_ps(joined)
+            }
+        }
     }
 
     impl Simd for Avx512<f64> {
@@ -607,6 +818,45 @@ mod x86 {
                 b,
                 a
             ))
+        }
+        #[inline(always)]
+        fn transpose(self, rows: &mut [__m512d]) {
+            assert_eq!(rows.len(), 8);
+            tok!({
+                let mut t = [_mm512_setzero_pd(); 8];
+                for i in 0..4 {
+                    t[2 * i] = _mm512_unpacklo_pd(rows[2 * i], rows[2 * i + 1]);
+                    t[2 * i + 1] = _mm512_unpackhi_pd(rows[2 * i], rows[2 * i + 1]);
+                }
+                let mut r = [_mm512_setzero_pd(); 8];
+                for i in 0..2 {
+                    r[4 * i] = _mm512_shuffle_f64x2::<0x88>(t[4 * i], t[4 * i + 2]);
+                    r[4 * i + 1] = _mm512_shuffle_f64x2::<0x88>(t[4 * i + 1], t[4 * i + 3]);
+                    r[4 * i + 2] = _mm512_shuffle_f64x2::<0xDD>(t[4 * i], t[4 * i + 2]);
+                    r[4 * i + 3] = _mm512_shuffle_f64x2::<0xDD>(t[4 * i + 1], t[4 * i + 3]);
+                }
+                for i in 0..4 {
+                    rows[i] = _mm512_shuffle_f64x2::<0x88>(r[i], r[i + 4]);
+                    rows[i + 4] = _mm512_shuffle_f64x2::<0xDD>(r[i], r[i + 4]);
+                }
+            })
+        }
+        #[inline(always)]
+        unsafe fn load_u8(self, p: *const u8) -> __m512d {
+            // SAFETY: the caller guarantees 8 readable bytes; AVX-512F is detected.
+            unsafe {
+                _mm512_cvtepi32_pd(_mm256_cvtepu8_epi32(_mm_loadl_epi64(p as *const __m128i)))
+            }
+        }
+        #[inline(always)]
+        unsafe fn load_f32(self, p: *const f32) -> __m512d {
+            // SAFETY: the caller guarantees 8 readable floats; AVX-512F is detected.
+            unsafe { _mm512_cvtps_pd(_mm256_loadu_ps(p)) }
+        }
+        #[inline(always)]
+        unsafe fn load_f64(self, p: *const f64) -> __m512d {
+            // SAFETY: the caller guarantees 8 readable doubles; AVX-512F is detected.
+            unsafe { _mm512_loadu_pd(p) }
         }
     }
 }
