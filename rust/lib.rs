@@ -9,7 +9,7 @@ pub mod kernels;
 pub mod threads;
 
 use numpy::{
-    PyArray1, PyArray2, PyArrayDyn, PyArrayMethods, PyReadonlyArray2, PyUntypedArrayMethods,
+    PyArray1, PyArray2, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods,
 };
 use pyo3::prelude::*;
 
@@ -19,7 +19,6 @@ use kernels::elementwise::{map_elementwise, softmax_axis, Source};
 use kernels::forward::{PackedModel, Sink};
 use kernels::math::Activation;
 use kernels::pack::PackedLayer;
-use kernels::simd::InputElement;
 
 /// Below this much work (multiply-adds or elements) a call keeps the GIL: releasing and
 /// re-acquiring it costs more than the computation.
@@ -315,134 +314,157 @@ fn level_tile_cols<E: DispatchElement>(level: Level) -> usize {
     E::dispatch(level, TileCols)
 }
 
-/// The typed input rows of a forward call: uint8, float32 or float64, C-contiguous, 2-D.
+/// The typed input rows of a forward call: uint8, float32 or float64, C-contiguous, 1-D (one
+/// row) or 2-D.
 enum InputRows<'py> {
-    U8(PyReadonlyArray2<'py, u8>),
-    F32(PyReadonlyArray2<'py, f32>),
-    F64(PyReadonlyArray2<'py, f64>),
+    U8(PyReadonlyArrayDyn<'py, u8>),
+    F32(PyReadonlyArrayDyn<'py, f32>),
+    F64(PyReadonlyArrayDyn<'py, f64>),
 }
 
 impl<'py> InputRows<'py> {
     fn new(x: &Bound<'py, PyAny>) -> Result<Self, FastmlpError> {
-        let borrowed = |e| FastmlpError::Value(format!("x is being written elsewhere ({e})"));
-        if let Ok(a) = x.cast::<PyArray2<u8>>() {
-            return Ok(InputRows::U8(a.try_readonly().map_err(borrowed)?));
+        let borrowed = |e| FastmlpError::Value(format!("X is being written elsewhere ({e})"));
+        let input = if let Ok(a) = x.cast::<PyArrayDyn<u8>>() {
+            InputRows::U8(a.try_readonly().map_err(borrowed)?)
+        } else if let Ok(a) = x.cast::<PyArrayDyn<f32>>() {
+            InputRows::F32(a.try_readonly().map_err(borrowed)?)
+        } else if let Ok(a) = x.cast::<PyArrayDyn<f64>>() {
+            InputRows::F64(a.try_readonly().map_err(borrowed)?)
+        } else {
+            return Err(FastmlpError::DType(format!(
+                "X must be a uint8, float32 or float64 array, got {}",
+                dtype_name(x)
+            )));
+        };
+        let (ndim, contiguous) = match &input {
+            InputRows::U8(a) => (a.ndim(), a.is_c_contiguous()),
+            InputRows::F32(a) => (a.ndim(), a.is_c_contiguous()),
+            InputRows::F64(a) => (a.ndim(), a.is_c_contiguous()),
+        };
+        if !(1..=2).contains(&ndim) {
+            return Err(FastmlpError::Shape(format!(
+                "X must be 1-D (one row) or 2-D (rows), got {ndim} dimensions"
+            )));
         }
-        if let Ok(a) = x.cast::<PyArray2<f32>>() {
-            return Ok(InputRows::F32(a.try_readonly().map_err(borrowed)?));
+        if !contiguous {
+            return Err(FastmlpError::Value("X must be C-contiguous".into()));
         }
-        if let Ok(a) = x.cast::<PyArray2<f64>>() {
-            return Ok(InputRows::F64(a.try_readonly().map_err(borrowed)?));
+        Ok(input)
+    }
+
+    fn shape(&self) -> &[usize] {
+        match self {
+            InputRows::U8(a) => a.shape(),
+            InputRows::F32(a) => a.shape(),
+            InputRows::F64(a) => a.shape(),
         }
-        Err(FastmlpError::DType(format!(
-            "X must be a 2-D uint8, float32 or float64 array, got {}",
-            dtype_name(x)
-        )))
+    }
+
+    /// `(rows, features)`: a 1-D array is one row.
+    fn rows_and_features(&self) -> (usize, usize) {
+        match *self.shape() {
+            [features] => (1, features),
+            [rows, features] => (rows, features),
+            _ => (0, 0),
+        }
     }
 }
 
-fn forward_typed<E: DispatchElement + numpy::Element>(
-    py: Python<'_>,
+/// Where a forward call writes.
+enum Target<'a, 'py> {
+    /// The caller's float array, `(rows, outputs)` elements.
+    Values(&'a Bound<'py, PyAny>),
+    /// The caller's int64 array, one label per row.
+    Labels(&'a Bound<'py, PyAny>),
+    /// A new float array shaped like `x` with `outputs` in place of the features.
+    New,
+}
+
+fn forward_typed<'py, E: DispatchElement + numpy::Element>(
+    py: Python<'py>,
     model: &PackedModel<E>,
-    x: &Bound<'_, PyAny>,
-    out: &Bound<'_, PyAny>,
-    labels: bool,
+    x: &Bound<'py, PyAny>,
+    target: Target<'_, 'py>,
     threads: usize,
     log: bool,
-) -> Result<(), FastmlpError> {
+) -> Result<Option<Bound<'py, PyArrayDyn<E>>>, FastmlpError> {
     let input = InputRows::new(x)?;
     let features = model.features();
-    let (rows, x_features) = match &input {
-        InputRows::U8(a) => (a.shape()[0], a.shape()[1]),
-        InputRows::F32(a) => (a.shape()[0], a.shape()[1]),
-        InputRows::F64(a) => (a.shape()[0], a.shape()[1]),
-    };
+    let outputs = model.outputs();
+    let (rows, x_features) = input.rows_and_features();
     if x_features != features {
         return Err(FastmlpError::Shape(format!(
             "X has {x_features} features per row but the model expects {features}"
         )));
     }
     let mut values;
-    let mut label_array;
-    let sink = if labels {
-        label_array = out
-            .cast::<PyArray1<i64>>()
-            .map_err(|_| {
-                FastmlpError::DType(format!("out must be int64, got {}", dtype_name(out)))
-            })?
-            .try_readwrite()
-            .map_err(|_| FastmlpError::Value("out must be writeable".into()))?;
-        let slice = label_array
-            .as_slice_mut()
-            .map_err(|_| FastmlpError::Value("out must be C-contiguous".into()))?;
-        if slice.len() != rows {
-            return Err(FastmlpError::Shape(format!(
-                "out has {} elements, expected {rows}",
-                slice.len()
-            )));
+    let mut labels;
+    let mut fresh: Option<Bound<'py, PyArrayDyn<E>>> = None;
+    let sink = match target {
+        Target::Labels(out) => {
+            labels = out
+                .cast::<PyArray1<i64>>()
+                .map_err(|_| {
+                    FastmlpError::DType(format!("out must be int64, got {}", dtype_name(out)))
+                })?
+                .try_readwrite()
+                .map_err(|_| FastmlpError::Value("out must be writeable".into()))?;
+            let slice = labels
+                .as_slice_mut()
+                .map_err(|_| FastmlpError::Value("out must be C-contiguous".into()))?;
+            if slice.len() != rows {
+                return Err(FastmlpError::Shape(format!(
+                    "out has {} elements, expected {rows}",
+                    slice.len()
+                )));
+            }
+            Sink::Labels(slice)
         }
-        Sink::Labels(slice)
-    } else {
-        values = writable_floats::<E>(out, "out")?;
-        let slice = values
-            .as_slice_mut()
-            .map_err(|_| FastmlpError::Value("out must be C-contiguous".into()))?;
-        if slice.len() != rows * model.outputs() {
-            return Err(FastmlpError::Shape(format!(
-                "out has {} elements, expected {rows} x {}",
-                slice.len(),
-                model.outputs()
-            )));
+        Target::Values(out) => {
+            values = writable_floats::<E>(out, "out")?;
+            let slice = values
+                .as_slice_mut()
+                .map_err(|_| FastmlpError::Value("out must be C-contiguous".into()))?;
+            if slice.len() != rows * outputs {
+                return Err(FastmlpError::Shape(format!(
+                    "out has {} elements, expected {rows} x {outputs}",
+                    slice.len()
+                )));
+            }
+            Sink::Values(slice)
         }
-        Sink::Values(slice)
+        Target::New => {
+            let dims: Vec<usize> = if input.shape().len() == 1 {
+                vec![outputs]
+            } else {
+                vec![rows, outputs]
+            };
+            // SAFETY: the array is uninitialised until the forward pass below writes every
+            // element; it is returned only after that succeeds (on error it is dropped unseen).
+            let array = fresh.insert(unsafe { PyArrayDyn::<E>::new(py, dims, false) });
+            // SAFETY: the array was just created and no other reference to it exists, so this
+            // is the only view of its (C-contiguous) memory while the call runs.
+            let slice = unsafe { array.as_slice_mut() }
+                .map_err(|_| FastmlpError::Internal("a new array is not contiguous".into()))?;
+            Sink::Values(slice)
+        }
     };
     let heavy = rows.saturating_mul(model.macs_per_row()) >= DETACH_THRESHOLD;
-    #[allow(clippy::too_many_arguments)]
-    fn run<E: DispatchElement, X: InputElement>(
-        py: Python<'_>,
-        model: &PackedModel<E>,
-        x: &[X],
-        rows: usize,
-        sink: Sink<'_, E>,
-        threads: usize,
-        log: bool,
-        heavy: bool,
-    ) -> Result<(), FastmlpError> {
-        run_released(py, heavy, || model.forward(x, rows, sink, threads, log))
+    macro_rules! run_on {
+        ($array:expr) => {{
+            let x = $array
+                .as_slice()
+                .map_err(|_| FastmlpError::Value("X must be C-contiguous".into()))?;
+            run_released(py, heavy, || model.forward(x, rows, sink, threads, log))?
+        }};
     }
-    let not_contiguous = |_| FastmlpError::Value("X must be C-contiguous".into());
     match &input {
-        InputRows::U8(a) => run(
-            py,
-            model,
-            a.as_slice().map_err(not_contiguous)?,
-            rows,
-            sink,
-            threads,
-            log,
-            heavy,
-        ),
-        InputRows::F32(a) => run(
-            py,
-            model,
-            a.as_slice().map_err(not_contiguous)?,
-            rows,
-            sink,
-            threads,
-            log,
-            heavy,
-        ),
-        InputRows::F64(a) => run(
-            py,
-            model,
-            a.as_slice().map_err(not_contiguous)?,
-            rows,
-            sink,
-            threads,
-            log,
-            heavy,
-        ),
+        InputRows::U8(a) => run_on!(a),
+        InputRows::F32(a) => run_on!(a),
+        InputRows::F64(a) => run_on!(a),
     }
+    Ok(fresh)
 }
 
 #[pymethods]
@@ -504,9 +526,36 @@ impl PyPackedMlp {
     ) -> PyResult<()> {
         let threads = threads::effective_threads(threads);
         match &self.model {
-            AnyModel::F32(m) => Ok(forward_typed(py, m, x, out, false, threads, log)?),
-            AnyModel::F64(m) => Ok(forward_typed(py, m, x, out, false, threads, log)?),
-        }
+            AnyModel::F32(m) => {
+                forward_typed(py, m, x, Target::Values(out), threads, log)?.is_some()
+            }
+            AnyModel::F64(m) => {
+                forward_typed(py, m, x, Target::Values(out), threads, log)?.is_some()
+            }
+        };
+        Ok(())
+    }
+
+    /// Runs the model over `x` (1-D: one row; 2-D: rows) into a new array of the model's dtype,
+    /// `(outputs,)` or `(rows, outputs)`: the low-latency path for callers that hold no buffer.
+    #[pyo3(signature = (x, threads=None, log=false))]
+    fn run<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+        threads: Option<usize>,
+        log: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let threads = threads::effective_threads(threads);
+        let fresh = match &self.model {
+            AnyModel::F32(m) => {
+                forward_typed(py, m, x, Target::New, threads, log)?.map(|a| a.into_any())
+            }
+            AnyModel::F64(m) => {
+                forward_typed(py, m, x, Target::New, threads, log)?.map(|a| a.into_any())
+            }
+        };
+        fresh.ok_or_else(|| FastmlpError::Internal("no output array was made".into()).into())
     }
 
     /// Writes each row's argmax output into `out` (int64, `(rows,)`), never materialising
@@ -521,9 +570,14 @@ impl PyPackedMlp {
     ) -> PyResult<()> {
         let threads = threads::effective_threads(threads);
         match &self.model {
-            AnyModel::F32(m) => Ok(forward_typed(py, m, x, out, true, threads, false)?),
-            AnyModel::F64(m) => Ok(forward_typed(py, m, x, out, true, threads, false)?),
-        }
+            AnyModel::F32(m) => {
+                forward_typed(py, m, x, Target::Labels(out), threads, false)?.is_some()
+            }
+            AnyModel::F64(m) => {
+                forward_typed(py, m, x, Target::Labels(out), threads, false)?.is_some()
+            }
+        };
+        Ok(())
     }
 
     /// The instruction-set level the weights were packed for and every call runs at.

@@ -47,7 +47,34 @@ pub fn effective_threads(requested: Option<usize>) -> usize {
 
 static POOL: Mutex<Option<(u32, Arc<ThreadPool>)>> = Mutex::new(None);
 
-/// The worker pool, one per process. A child made by `fork()` inherits the parent's pool object
+/// Runs `work(part)` for every part in `0..parts` on up to `threads` threads: the calling thread
+/// and `threads - 1` pool workers each take the next unclaimed part until none is left. The
+/// caller works instead of sleeping (one wake-up fewer per call), and a worker that is busy
+/// elsewhere delays the call by at most the part it is on, since the others take over its share.
+/// A panic in any part reaches the caller once every part has stopped.
+pub fn run_parts(threads: usize, parts: usize, work: impl Fn(usize) + Sync) {
+    if threads <= 1 || parts <= 1 {
+        (0..parts).for_each(work);
+        return;
+    }
+    let next = AtomicUsize::new(0);
+    let take_parts = || loop {
+        let part = next.fetch_add(1, Ordering::Relaxed);
+        if part >= parts {
+            break;
+        }
+        work(part);
+    };
+    pool().in_place_scope(|scope| {
+        for _ in 1..threads.min(parts) {
+            scope.spawn(|_| take_parts());
+        }
+        take_parts();
+    });
+}
+
+/// The worker pool, one per process, with one thread fewer than the cores: the calling
+/// thread is the last worker. A child made by `fork()` inherits the parent's pool object
 /// but none of its threads, so a pool created by another process id is abandoned (leaked: its
 /// threads do not exist here to be joined) and a fresh one built: multiprocessing users do not
 /// deadlock. rayon's idle workers sleep after a brief spin rather than burning a core.
@@ -64,7 +91,7 @@ pub fn pool() -> Arc<ThreadPool> {
     }
     let pool = Arc::new(
         ThreadPoolBuilder::new()
-            .num_threads(available_cores())
+            .num_threads(available_cores().saturating_sub(1).max(1))
             .thread_name(|index| format!("fastmlp-{index}"))
             .build()
             .unwrap_or_else(|_| {

@@ -318,6 +318,14 @@ class MLP:
         out: Optional[np.ndarray],
         log: bool,
     ) -> np.ndarray:
+        if batch_size is None and out is None and threads is None and type(X) is np.ndarray:
+            # The low-latency path: the core checks dtype, shape and layout itself and
+            # allocates the result. Anything it refuses goes through the validating path
+            # below, which converts what it can and explains what it cannot.
+            try:
+                return self._packed.run(X, None, log)
+            except (TypeError, ValueError):
+                pass
         rows, single = self._rows(X)
         n_rows = rows.shape[0]
         outputs = self._n_outputs

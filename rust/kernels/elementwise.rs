@@ -1,7 +1,7 @@
 //! Array kernels outside a model: element-wise activations over flat buffers, and softmax /
 //! log-softmax along one axis of a C-contiguous array viewed as `[outer][len][inner]`.
 
-use rayon::prelude::*;
+use std::sync::Mutex;
 
 use super::dispatch::{DispatchElement, Level, SimdTask};
 use super::math::{apply_elementwise, softmax_vertical, Activation, ExpConstants};
@@ -42,25 +42,20 @@ pub fn map_elementwise<E: DispatchElement>(
         return;
     }
     let per_task = dst.len().div_ceil(tasks * 4);
-    threads::pool().install(|| {
-        dst.par_chunks_mut(per_task)
-            .enumerate()
-            .for_each(|(index, part)| {
-                let src = match src {
-                    Source::Slice(s) => {
-                        Source::Slice(&s[index * per_task..index * per_task + part.len()])
-                    }
-                    Source::InPlace => Source::InPlace,
-                };
-                E::dispatch(
-                    level,
-                    ElementwiseTask {
-                        activation,
-                        src,
-                        dst: part,
-                    },
-                );
-            })
+    let parts = split_parts(dst, per_task);
+    threads::run_parts(tasks, parts.len(), |index| {
+        if let Some((first, part)) = take_part(&parts, index) {
+            let src = match src {
+                Source::Slice(s) => Source::Slice(&s[first..first + part.len()]),
+                Source::InPlace => Source::InPlace,
+            };
+            let task = ElementwiseTask {
+                activation,
+                src,
+                dst: part,
+            };
+            E::dispatch(level, task);
+        }
     });
 }
 
@@ -140,29 +135,39 @@ pub fn softmax_axis<E: DispatchElement>(
         return;
     }
     let outer_per_task = outer.div_ceil(tasks * 4);
-    threads::pool().install(|| {
-        dst.par_chunks_mut(outer_per_task * block)
-            .enumerate()
-            .for_each(|(index, part)| {
-                let first = index * outer_per_task * block;
-                let src = match src {
-                    Source::Slice(s) => Source::Slice(&s[first..first + part.len()]),
-                    Source::InPlace => Source::InPlace,
-                };
-                let outer = part.len() / block;
-                E::dispatch(
-                    level,
-                    SoftmaxTask {
-                        src,
-                        dst: part,
-                        outer,
-                        len,
-                        inner,
-                        log,
-                    },
-                );
-            })
+    let parts = split_parts(dst, outer_per_task * block);
+    threads::run_parts(tasks, parts.len(), |index| {
+        if let Some((first, part)) = take_part(&parts, index) {
+            let src = match src {
+                Source::Slice(s) => Source::Slice(&s[first..first + part.len()]),
+                Source::InPlace => Source::InPlace,
+            };
+            let outer = part.len() / block;
+            let task = SoftmaxTask {
+                src,
+                dst: part,
+                outer,
+                len,
+                inner,
+                log,
+            };
+            E::dispatch(level, task);
+        }
     });
+}
+
+type Parts<'a, E> = Vec<Mutex<Option<(usize, &'a mut [E])>>>;
+
+/// `dst` cut into pieces of `size` elements, each with its offset, claimable once.
+fn split_parts<E>(dst: &mut [E], size: usize) -> Parts<'_, E> {
+    dst.chunks_mut(size.max(1))
+        .enumerate()
+        .map(|(index, part)| Mutex::new(Some((index * size.max(1), part))))
+        .collect()
+}
+
+fn take_part<'a, E>(parts: &Parts<'a, E>, index: usize) -> Option<(usize, &'a mut [E])> {
+    parts[index].lock().ok().and_then(|mut slot| slot.take())
 }
 
 /// Rows at most this long are transposed a vector of rows at a time and reduced vertically;

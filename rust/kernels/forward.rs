@@ -1,7 +1,7 @@
 //! The loops around the micro-kernels: a model's forward pass over row chunks that run through
 //! every layer while their activations stay in cache, split over threads.
 
-use rayon::prelude::*;
+use std::sync::Mutex;
 
 use super::dispatch::{DispatchElement, Level, SimdTask};
 use super::math::Activation;
@@ -95,9 +95,10 @@ impl<E: DispatchElement> PackedModel<E> {
             );
             return;
         }
-        // Several tasks per thread let rayon rebalance when one core is busy with other work;
-        // each task is a whole number of chunks, so chunking never changes any row's bits.
-        let per_task = rows.div_ceil(tasks * 4).max(MAX_LANES * 2);
+        // Several parts per thread let the others take over when one core is busy elsewhere.
+        // Parts are whole chunks at every level (chunks are at most 2 * MAX_LANES rows), so no
+        // part ends in a mostly empty tile; rows are independent, so no split changes a bit.
+        let per_task = rows.div_ceil(tasks * 4).next_multiple_of(MAX_LANES * 2);
         let x_parts = x[..rows * features].chunks(per_task * features.max(1));
         let sinks: Vec<Sink<'_, E>> = match sink {
             Sink::Values(out) => out[..rows * outputs]
@@ -106,9 +107,13 @@ impl<E: DispatchElement> PackedModel<E> {
                 .collect(),
             Sink::Labels(out) => out[..rows].chunks_mut(per_task).map(Sink::Labels).collect(),
         };
-        let work: Vec<(&[X], Sink<'_, E>)> = x_parts.zip(sinks).collect();
-        threads::pool().install(|| {
-            work.into_par_iter().for_each(|(x_part, sink)| {
+        let work: Vec<ClaimablePart<'_, E, X>> = x_parts
+            .zip(sinks)
+            .map(|part| Mutex::new(Some(part)))
+            .collect();
+        threads::run_parts(tasks, work.len(), |index| {
+            let part = work[index].lock().ok().and_then(|mut slot| slot.take());
+            if let Some((x_part, sink)) = part {
                 let part_rows = match &sink {
                     Sink::Values(v) => v.len() / outputs.max(1),
                     Sink::Labels(l) => l.len(),
@@ -123,10 +128,13 @@ impl<E: DispatchElement> PackedModel<E> {
                         log,
                     },
                 );
-            })
+            }
         });
     }
 }
+
+/// One thread's share of a forward pass, taken exactly once by whichever thread claims it.
+type ClaimablePart<'a, E, X> = Mutex<Option<(&'a [X], Sink<'a, E>)>>;
 
 /// Runs rows serially on the calling thread, at one level.
 struct RowsTask<'a, E, X> {
@@ -162,76 +170,62 @@ impl<E: DispatchElement, X: InputElement> SimdTask<E> for RowsTask<'_, E, X> {
 
         let chunk = chunk_rows::<S>();
         let widest = model.widest_output();
-        // Buffers are allocated for the path that runs: a single row must not pay for zeroing
-        // a chunk's worth of packed input.
-        let mut tiled_buffers: Option<(Vec<E>, [Vec<E>; 2])> = None;
-        let mut row_buffers: Option<(Vec<E>, [Vec<E>; 2], Vec<E>)> = None;
+        let tiled_len = (features + 2 * widest) * chunk;
+        let row_len = features + 2 * widest + widest * S::LANES;
+        let mut scratch = E::take_scratch(tiled_len + row_len);
+        {
+            let (tiled, row) = scratch.split_at_mut(tiled_len);
+            let (packed_input, tiled) = tiled.split_at_mut(features * chunk);
+            let (chunk_even, chunk_odd) = tiled.split_at_mut(widest * chunk);
+            let (input_row, row) = row.split_at_mut(features);
+            let (row_even, row) = row.split_at_mut(widest);
+            let (row_odd, softmax_scratch) = row.split_at_mut(widest);
 
-        let mut start = 0;
-        while start < rows {
-            let live = (rows - start).min(chunk);
-            let x_chunk = &x[start * features..(start + live) * features];
-            if live * MIN_TILED_ROWS_DIVISOR >= chunk {
-                let (packed_input, chunk_buffers) = tiled_buffers.get_or_insert_with(|| {
-                    let buffer = || vec![E::ZERO; widest * chunk];
-                    (vec![E::ZERO; features * chunk], [buffer(), buffer()])
-                });
-                pack_input_chunk(s, x_chunk, live, features, model.input_scale, packed_input);
-                // Layer i writes buffer i % 2 and reads the other (or the packed input).
-                for (index, layer) in model.layers.iter().enumerate() {
-                    let (even, odd) = chunk_buffers.split_at_mut(1);
-                    let (input, output): (&[E], &mut [E]) = match index {
-                        0 => (packed_input, &mut even[0]),
-                        i if i % 2 == 1 => (&even[0], &mut odd[0]),
-                        _ => (&odd[0], &mut even[0]),
-                    };
-                    layer_chunk(s, layer, activation_of(index, layer), input, output);
-                }
-                emit_chunk(
-                    &chunk_buffers[last % 2],
-                    chunk,
-                    live,
-                    outputs,
-                    start,
-                    &mut sink,
-                );
-            } else {
-                let (input_row, row_buffers, softmax_scratch) =
-                    row_buffers.get_or_insert_with(|| {
-                        let buffer = || vec![E::ZERO; widest];
-                        (
-                            vec![E::ZERO; features],
-                            [buffer(), buffer()],
-                            vec![E::ZERO; widest * S::LANES],
-                        )
-                    });
-                for r in 0..live {
-                    let row = &x_chunk[r * features..(r + 1) * features];
-                    for (dst, &value) in input_row.iter_mut().zip(row) {
-                        *dst = value.to_element::<E>() * model.input_scale;
-                    }
+            let mut start = 0;
+            while start < rows {
+                let live = (rows - start).min(chunk);
+                let x_chunk = &x[start * features..(start + live) * features];
+                if live * MIN_TILED_ROWS_DIVISOR >= chunk {
+                    pack_input_chunk(s, x_chunk, live, features, model.input_scale, packed_input);
+                    // Layer i writes buffer i % 2 and reads the other (or the packed input).
                     for (index, layer) in model.layers.iter().enumerate() {
-                        let (even, odd) = row_buffers.split_at_mut(1);
                         let (input, output): (&[E], &mut [E]) = match index {
-                            0 => (input_row, &mut even[0]),
-                            i if i % 2 == 1 => (&even[0], &mut odd[0]),
-                            _ => (&odd[0], &mut even[0]),
+                            0 => (packed_input, chunk_even),
+                            i if i % 2 == 1 => (chunk_even, chunk_odd),
+                            _ => (chunk_odd, chunk_even),
                         };
-                        let activation = activation_of(index, layer);
-                        layer_single_row(
-                            s,
-                            layer,
-                            activation,
-                            &input[..layer.inputs],
-                            output,
-                            softmax_scratch,
-                        );
+                        layer_chunk(s, layer, activation_of(index, layer), input, output);
                     }
-                    emit_row(&row_buffers[last % 2][..outputs], start + r, &mut sink);
+                    let result = if last % 2 == 0 {
+                        &*chunk_even
+                    } else {
+                        &*chunk_odd
+                    };
+                    emit_chunk(result, chunk, live, outputs, start, &mut sink);
+                } else {
+                    for r in 0..live {
+                        let row = &x_chunk[r * features..(r + 1) * features];
+                        for (dst, &value) in input_row.iter_mut().zip(row) {
+                            *dst = value.to_element::<E>() * model.input_scale;
+                        }
+                        for (index, layer) in model.layers.iter().enumerate() {
+                            let (input, output): (&[E], &mut [E]) = match index {
+                                0 => (input_row, row_even),
+                                i if i % 2 == 1 => (row_even, row_odd),
+                                _ => (row_odd, row_even),
+                            };
+                            let activation = activation_of(index, layer);
+                            let input = &input[..layer.inputs];
+                            layer_single_row(s, layer, activation, input, output, softmax_scratch);
+                        }
+                        let result = if last % 2 == 0 { &*row_even } else { &*row_odd };
+                        emit_row(&result[..outputs], start + r, &mut sink);
+                    }
                 }
+                start += live;
             }
-            start += live;
         }
+        E::return_scratch(scratch);
     }
 }
 

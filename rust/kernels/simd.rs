@@ -28,6 +28,35 @@ pub trait Element:
     fn to_f64(self) -> f64;
     fn ln(self) -> Self;
     fn is_nan(self) -> bool;
+    /// This thread's scratch buffer, at least `len` long (contents are stale: callers write
+    /// before they read). Give it back with `return_scratch` so the next call reuses it: a single
+    /// row's forward pass would otherwise spend a third of its time in the allocator. (No
+    /// closure-taking API: a closure would be compiled outside the caller's target features.)
+    fn take_scratch(len: usize) -> Vec<Self>;
+    fn return_scratch(buffer: Vec<Self>);
+}
+
+macro_rules! thread_scratch {
+    ($name:ident, $e:ty) => {
+        thread_local! {
+            static $name: std::cell::Cell<Vec<$e>> = const { std::cell::Cell::new(Vec::new()) };
+        }
+    };
+}
+thread_scratch!(SCRATCH_F32, f32);
+thread_scratch!(SCRATCH_F64, f64);
+
+/// Takes the thread's buffer (a nested taker finds it empty and allocates its own) and grows it
+/// to `len` if needed.
+fn take_thread_scratch<E: Copy + Default>(
+    slot: &'static std::thread::LocalKey<std::cell::Cell<Vec<E>>>,
+    len: usize,
+) -> Vec<E> {
+    let mut buffer = slot.with(|cell| cell.take());
+    if buffer.len() < len {
+        buffer.resize(len, E::default());
+    }
+    buffer
 }
 
 impl Element for f32 {
@@ -50,6 +79,12 @@ impl Element for f32 {
     fn is_nan(self) -> bool {
         f32::is_nan(self)
     }
+    fn take_scratch(len: usize) -> Vec<Self> {
+        take_thread_scratch(&SCRATCH_F32, len)
+    }
+    fn return_scratch(buffer: Vec<Self>) {
+        SCRATCH_F32.with(|cell| cell.set(buffer));
+    }
 }
 
 impl Element for f64 {
@@ -71,6 +106,12 @@ impl Element for f64 {
     #[inline(always)]
     fn is_nan(self) -> bool {
         f64::is_nan(self)
+    }
+    fn take_scratch(len: usize) -> Vec<Self> {
+        take_thread_scratch(&SCRATCH_F64, len)
+    }
+    fn return_scratch(buffer: Vec<Self>) {
+        SCRATCH_F64.with(|cell| cell.set(buffer));
     }
 }
 
