@@ -5,10 +5,21 @@ memory safety depends on (dtype, shape, C-contiguity, writeability) and raise ``
 ``ValueError`` otherwise. A Rust panic is caught and raised as ``RuntimeError``.
 """
 
-from typing import List, Optional
+from typing import List, Optional, final
 
 import numpy as np
 import numpy.typing as npt
+
+__all__ = [
+    "PackedMLP",
+    "cpu_level",
+    "elementwise",
+    "force_cpu_level",
+    "get_num_threads",
+    "set_num_threads",
+    "softmax",
+    "supported_levels",
+]
 
 def elementwise(
     activation: str,
@@ -31,16 +42,17 @@ def softmax(
     """Softmax (or log-softmax) along the middle axis of a C-contiguous array viewed as
     ``[outer][len][inner]``; in place on ``out`` when ``x`` is None."""
 
+@final
 class PackedMLP:
     """A model whose weights were packed once, at construction, for this CPU."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         weights: List[npt.NDArray[np.floating]],
         biases: List[npt.NDArray[np.floating]],
         activations: List[str],
         input_scale: float = 1.0,
-    ) -> None: ...
+    ) -> PackedMLP: ...
     def forward(
         self,
         x: npt.NDArray[np.generic],
@@ -49,6 +61,14 @@ class PackedMLP:
         log: bool = False,
     ) -> None:
         """Writes the outputs for the rows of ``x`` (2-D uint8/float32/float64) into ``out``."""
+    def run(
+        self,
+        x: npt.NDArray[np.generic],
+        threads: Optional[int] = None,
+        log: bool = False,
+    ) -> npt.NDArray[np.floating]:
+        """Runs the model over ``x`` (1-D: one row; 2-D: rows) into a new array of the model's
+        dtype, ``(outputs,)`` or ``(rows, outputs)``: the low-latency path."""
     def predict(
         self,
         x: npt.NDArray[np.generic],
