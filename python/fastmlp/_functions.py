@@ -23,10 +23,12 @@ def float_dtype_for(dtype: np.dtype, what: str) -> np.dtype:
     them) compute in float64, as NumPy's true division does. Booleans, complex numbers,
     objects and strings are refused rather than guessed at.
     """
-    if dtype == np.float32 or dtype == np.float64:
-        return dtype
-    if dtype == np.float16:
+    # By kind and size rather than equality, so non-native byte orders ('>f4') are accepted
+    # too; the conversion below makes them native.
+    if dtype.kind == "f" and dtype.itemsize in (2, 4):
         return np.dtype(np.float32)
+    if dtype.kind == "f" and dtype.itemsize == 8:
+        return np.dtype(np.float64)
     if dtype.kind in "iu":
         return np.dtype(np.float64)
     raise TypeError(
@@ -39,7 +41,8 @@ def as_float_array(x: Any, what: str = "x") -> np.ndarray:
     """``x`` as a C-contiguous float32/float64 array, copying only when it must."""
     array = np.asarray(x)
     dtype = float_dtype_for(array.dtype, what)
-    return np.ascontiguousarray(array, dtype=dtype)
+    # np.asarray, unlike np.ascontiguousarray, keeps 0-d input 0-d.
+    return np.asarray(array, dtype=dtype, order="C")
 
 
 def check_threads(threads: Optional[int]) -> Optional[int]:
@@ -84,9 +87,11 @@ def _prepare_unary(x: Any, out: Optional[np.ndarray]) -> "tuple[Optional[np.ndar
     if out is None:
         return x, np.empty_like(x)
     check_out(out, x.shape, x.dtype)
+    # Identity first: empty arrays never "share memory", yet passing one array as both source
+    # and destination would be refused by the core's borrow check.
+    if out is original or _same_buffer(x, out):
+        return None, out
     if np.may_share_memory(x, out):
-        if isinstance(original, np.ndarray) and _same_buffer(x, out):
-            return None, out
         x = x.copy()
     return x, out
 
@@ -172,6 +177,8 @@ def _softmax(
     if len(shape) == 0:
         raise ValueError("softmax needs an array with at least one dimension, got a scalar")
     try:
+        if isinstance(axis, (bool, np.bool_)):
+            raise TypeError
         axis = operator.index(axis)
     except TypeError:
         raise TypeError(f"axis must be an int, got {axis!r}") from None

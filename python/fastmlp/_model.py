@@ -25,10 +25,11 @@ def _model_dtype(layers: Sequence[Any], dtype: Any) -> np.dtype:
             raise TypeError(f"dtype must be float32 or float64, got {chosen}")
         return chosen
     # float32 weights compute in float32; anything else (float64, integers) in float64.
-    all_float32 = all(
-        np.asarray(W).dtype == np.float32 and np.asarray(b).dtype == np.float32
-        for W, b, _ in layers
-    )
+    def is_float32(array: Any) -> bool:
+        dtype = np.asarray(array).dtype
+        return dtype.kind == "f" and dtype.itemsize == 4  # any byte order
+
+    all_float32 = all(is_float32(W) and is_float32(b) for W, b, _ in layers)
     return np.dtype(np.float32 if all_float32 else np.float64)
 
 
@@ -416,15 +417,15 @@ class MLP:
     ) -> np.ndarray:
         """Predicted labels: each row's argmax output, as int64 (a scalar for one sample).
 
-        For a single-output network the label is ``output > 0.5`` (a binary classifier, as
+        For a single sigmoid output the label is ``output > 0.5`` (a binary classifier, as
         scikit-learn's), and for an identity output layer (a regressor) the outputs themselves
         are returned. The argmax runs inside the kernel; probabilities are never materialised.
         NaN outputs follow ``np.argmax``: the first NaN wins.
         """
-        if self.n_outputs_ == 1 or self.out_activation_ == "identity":
+        if self.out_activation_ == "identity":
+            return self.predict_proba(X, batch_size, threads=threads)
+        if self.n_outputs_ == 1 and self.out_activation_ == "sigmoid":
             values = self.predict_proba(X, batch_size, threads=threads)
-            if self.out_activation_ == "identity":
-                return values
             return (values[..., 0] > 0.5).astype(np.int64)
         rows, single = self._rows(X)
         size = self._batch_size(batch_size)
