@@ -24,6 +24,7 @@ def _model_dtype(layers: Sequence[Any], dtype: Any) -> np.dtype:
         if chosen not in (np.float32, np.float64):
             raise TypeError(f"dtype must be float32 or float64, got {chosen}")
         return chosen
+
     # float32 weights compute in float32; anything else (float64, integers) in float64.
     def is_float32(array: Any) -> bool:
         dtype = np.asarray(array).dtype
