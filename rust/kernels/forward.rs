@@ -187,8 +187,6 @@ impl<E: DispatchElement, X: InputElement> SimdTask<E> for RowsTask<'_, E, X> {
                 let x_chunk = &x[start * features..(start + live) * features];
                 if live * MIN_TILED_ROWS_DIVISOR >= chunk {
                     pack_input_chunk(s, x_chunk, live, features, model.input_scale, packed_input);
-                    let next_end = ((start + live + chunk).min(rows)) * features;
-                    prefetch_into_l2(&x[(start + live) * features..next_end]);
                     // Layer i writes buffer i % 2 and reads the other (or the packed input).
                     for (index, layer) in model.layers.iter().enumerate() {
                         let (input, output): (&[E], &mut [E]) = match index {
@@ -229,26 +227,6 @@ impl<E: DispatchElement, X: InputElement> SimdTask<E> for RowsTask<'_, E, X> {
         }
         E::return_scratch(scratch);
     }
-}
-
-/// Asks the CPU to start fetching `data` (the next chunk's rows) into L2 while this chunk
-/// computes: a chunk's rows are dozens of separate streams, more than the hardware prefetchers
-/// follow, and without this the time per row grows once the batch no longer fits in cache.
-#[inline(always)]
-fn prefetch_into_l2<X>(data: &[X]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
-        let bytes = std::mem::size_of_val(data);
-        let base = data.as_ptr() as *const i8;
-        for offset in (0..bytes).step_by(64) {
-            // SAFETY: a prefetch is a hint that never faults or dereferences; the address lies
-            // inside `data` anyway. SSE (which provides it) is part of x86-64.
-            unsafe { _mm_prefetch::<_MM_HINT_T1>(base.wrapping_add(offset)) };
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = data;
 }
 
 /// Index of the largest value, the first NaN if any (as `np.argmax`), 0 for an empty row.
