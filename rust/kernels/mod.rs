@@ -8,3 +8,6 @@ pub mod math;
 pub mod microkernel;
 pub mod pack;
 pub mod simd;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,229 @@
+//! Kernel tests without Python: every level the CPU supports against a scalar f64 reference.
+
+use proptest::prelude::*;
+
+use super::dispatch::{DispatchElement, Level, SimdTask};
+use super::elementwise::{map_elementwise, softmax_axis, Source};
+use super::forward::{PackedModel, Sink};
+use super::math::{exp_nonpositive, Activation};
+use super::pack::PackedLayer;
+use super::simd::Simd;
+
+fn levels() -> Vec<Level> {
+    Level::ALL
+        .into_iter()
+        .filter(|l| l.is_supported())
+        .collect()
+}
+
+struct ExpTask<'a>(&'a [f32]);
+
+impl SimdTask<f32> for ExpTask<'_> {
+    type Output = Vec<f32>;
+    fn run<S: Simd<Elem = f32>>(self, s: S) -> Vec<f32> {
+        let mut out = Vec::new();
+        for chunk in self.0.chunks(S::LANES) {
+            let mut lanes = [0.0f32; 16];
+            lanes[..chunk.len()].copy_from_slice(chunk);
+            // SAFETY: `lanes` holds 16 >= LANES values.
+            unsafe {
+                s.store(
+                    lanes.as_mut_ptr(),
+                    exp_nonpositive(s, s.load(lanes.as_ptr())),
+                )
+            };
+            out.extend_from_slice(&lanes[..chunk.len()]);
+        }
+        out
+    }
+}
+
+#[test]
+fn exp_is_within_a_few_ulp_down_to_zero_at_every_level() {
+    let inputs: Vec<f32> = (0..200_000).map(|i| -(i as f32) * 0.000_52).collect();
+    for level in levels() {
+        let got = f32::dispatch(level, ExpTask(&inputs));
+        for (&x, &y) in inputs.iter().zip(&got) {
+            let exact = (x as f64).exp();
+            let ulp = f32::EPSILON as f64 * exact.max(f32::MIN_POSITIVE as f64);
+            assert!(
+                ((y as f64) - exact).abs() <= 4.0 * ulp + 1.5e-45,
+                "{level:?}: exp({x}) = {y}, expected {exact}"
+            );
+        }
+        let special = f32::dispatch(level, ExpTask(&[f32::NEG_INFINITY, -1e30, -0.0, f32::NAN]));
+        assert_eq!(&special[..3], &[0.0, 0.0, 1.0]);
+        assert!(special[3].is_nan());
+    }
+}
+
+fn sigmoid_reference(x: f64) -> f64 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        x.exp() / (1.0 + x.exp())
+    }
+}
+
+#[test]
+fn sigmoid_keeps_relative_accuracy_and_exact_limits_at_every_level() {
+    let inputs: Vec<f64> = (-4000..4000).map(|i| i as f64 * 0.19 + 0.003).collect();
+    for level in levels() {
+        let mut out = vec![0.0f64; inputs.len()];
+        map_elementwise(
+            level,
+            Activation::Sigmoid,
+            Source::Slice(&inputs),
+            &mut out,
+            1,
+        );
+        for (&x, &y) in inputs.iter().zip(&out) {
+            let exact = sigmoid_reference(x);
+            assert!(
+                (y - exact).abs() <= 8.0 * f64::EPSILON * exact,
+                "{level:?} sigmoid({x})"
+            );
+        }
+        let mut limits = [f64::NEG_INFINITY, f64::INFINITY, f64::NAN, -0.0];
+        map_elementwise(level, Activation::Sigmoid, Source::InPlace, &mut limits, 1);
+        assert_eq!(&limits[..2], &[0.0, 1.0]);
+        assert!(limits[2].is_nan());
+        assert_eq!(limits[3], 0.5);
+    }
+}
+
+fn softmax_reference(row: &[f64]) -> Vec<f64> {
+    let max = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let exps: Vec<f64> = row.iter().map(|v| (v - max).exp()).collect();
+    let sum: f64 = exps.iter().sum();
+    exps.iter().map(|e| e / sum).collect()
+}
+
+fn dense_reference(x: &[f64], w: &[f64], b: &[f64], inputs: usize, act: Activation) -> Vec<f64> {
+    let outputs = b.len();
+    let z: Vec<f64> = (0..outputs)
+        .map(|j| b[j] + (0..inputs).map(|k| x[k] * w[k * outputs + j]).sum::<f64>())
+        .collect();
+    match act {
+        Activation::Sigmoid => z.iter().map(|&v| sigmoid_reference(v)).collect(),
+        Activation::Relu => z.iter().map(|&v| v.max(0.0)).collect(),
+        Activation::Tanh => z.iter().map(|v| v.tanh()).collect(),
+        Activation::Softmax => softmax_reference(&z),
+        Activation::Identity | Activation::LogSoftmax => z,
+    }
+}
+
+const ACTIVATIONS: [Activation; 5] = [
+    Activation::Identity,
+    Activation::Sigmoid,
+    Activation::Relu,
+    Activation::Tanh,
+    Activation::Softmax,
+];
+
+/// A random network: per layer (weights `(in, out)` row-major, bias, activation).
+fn network() -> impl Strategy<Value = (Vec<usize>, Vec<usize>, Vec<f64>)> {
+    (
+        prop::collection::vec(1usize..40, 2..5),
+        prop::collection::vec(0usize..5, 4),
+        1usize..80,
+    )
+        .prop_flat_map(|(sizes, acts, rows)| {
+            let weights: usize = sizes.windows(2).map(|w| w[0] * w[1] + w[1]).sum();
+            let values = weights + rows * sizes[0];
+            let sizes_and_rows = {
+                let mut v = sizes.clone();
+                v.push(rows);
+                v
+            };
+            (
+                Just(sizes_and_rows),
+                Just(acts),
+                prop::collection::vec(-2.0f64..2.0, values),
+            )
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// The packed forward pass, at every level and for any thread count, equals a scalar f64
+    /// reference; and a row's bits do not depend on how many rows are run with it.
+    #[test]
+    fn forward_matches_scalar_reference((sizes_rows, acts, values) in network()) {
+        let rows = *sizes_rows.last().unwrap();
+        let sizes = &sizes_rows[..sizes_rows.len() - 1];
+        let mut offset = 0;
+        let mut layers_f64 = Vec::new();
+        for (index, pair) in sizes.windows(2).enumerate() {
+            let (inputs, outputs) = (pair[0], pair[1]);
+            let w = values[offset..offset + inputs * outputs].to_vec();
+            offset += inputs * outputs;
+            let b = values[offset..offset + outputs].to_vec();
+            offset += outputs;
+            layers_f64.push((inputs, w, b, ACTIVATIONS[acts[index % acts.len()]]));
+        }
+        let x = &values[offset..offset + rows * sizes[0]];
+        let outputs = *sizes.last().unwrap();
+        let mut expected = Vec::new();
+        for r in 0..rows {
+            let mut h = x[r * sizes[0]..(r + 1) * sizes[0]].to_vec();
+            for (inputs, w, b, act) in &layers_f64 {
+                h = dense_reference(&h, w, b, *inputs, *act);
+            }
+            expected.extend(h);
+        }
+        for level in levels() {
+            let layers = layers_f64
+                .iter()
+                .map(|(inputs, w, b, act)| {
+                    let w = ndarray::ArrayView2::from_shape((*inputs, b.len()), w).unwrap();
+                    PackedLayer::new(w, b, *act, level_tile_cols(level))
+                })
+                .collect();
+            let model = PackedModel::new(layers, 1.0, level);
+            let mut all = vec![f64::NAN; rows * outputs];
+            model.forward(x, rows, Sink::Values(&mut all), 2, false);
+            for (got, want) in all.iter().zip(&expected) {
+                prop_assert!((got - want).abs() <= 1e-12 * (1.0 + want.abs()), "{level:?}: {got} vs {want}");
+            }
+            for r in [0, rows / 2, rows - 1] {
+                let mut one = vec![f64::NAN; outputs];
+                model.forward(&x[r * sizes[0]..(r + 1) * sizes[0]], 1, Sink::Values(&mut one), 1, false);
+                prop_assert_eq!(&one[..], &all[r * outputs..(r + 1) * outputs]);
+            }
+        }
+    }
+
+    #[test]
+    fn softmax_axis_matches_reference(outer in 1usize..9, len in 1usize..70, inner in 1usize..21, seed in 0u64..1000) {
+        let values: Vec<f64> = (0..outer * len * inner)
+            .map(|i| ((i as u64 * 2654435761 + seed) % 2001) as f64 * 0.05 - 50.0)
+            .collect();
+        for level in levels() {
+            let mut out = vec![f64::NAN; values.len()];
+            softmax_axis(level, Source::Slice(&values), &mut out, outer, len, inner, false, 2);
+            for o in 0..outer {
+                for i in 0..inner {
+                    let line: Vec<f64> = (0..len).map(|j| values[(o * len + j) * inner + i]).collect();
+                    let expected = softmax_reference(&line);
+                    for j in 0..len {
+                        let got = out[(o * len + j) * inner + i];
+                        prop_assert!((got - expected[j]).abs() <= 1e-14, "{level:?}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn level_tile_cols(level: Level) -> usize {
+    struct Cols;
+    impl SimdTask<f64> for Cols {
+        type Output = usize;
+        fn run<S: Simd<Elem = f64>>(self, _s: S) -> usize {
+            S::MAX_TILE_COLS
+        }
+    }
+    f64::dispatch(level, Cols)
+}
