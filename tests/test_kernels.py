@@ -893,7 +893,7 @@ def at_level(level_name, function, *args, **kwargs):
         _core.force_cpu_level(None)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(x=float_arrays(), level_name=st.sampled_from(LEVELS))
 def test_property_sigmoid_matches_reference(x, level_name):
     before = x.copy()
@@ -903,7 +903,7 @@ def test_property_sigmoid_matches_reference(x, level_name):
     np.testing.assert_array_equal(x, before)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(data=st.data(), x=float_arrays(), level_name=st.sampled_from(LEVELS))
 def test_property_softmax_matches_reference(data, x, level_name):
     axis = data.draw(st.integers(-x.ndim, x.ndim - 1), label="axis")
@@ -917,7 +917,7 @@ def test_property_softmax_matches_reference(data, x, level_name):
     np.testing.assert_array_equal(x, before)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(data=st.data(), x=float_arrays(), level_name=st.sampled_from(LEVELS))
 def test_property_log_softmax_matches_reference(data, x, level_name):
     axis = data.draw(st.integers(-x.ndim, x.ndim - 1), label="axis")
@@ -926,7 +926,7 @@ def test_property_log_softmax_matches_reference(data, x, level_name):
     assert not np.any(got > 0)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=800, deadline=None)
 @given(data=st.data(), x=float_arrays(), level_name=st.sampled_from(LEVELS))
 def test_property_in_place_equals_out_of_place(data, x, level_name):
     name = data.draw(st.sampled_from(list(FUNCTIONS)), label="function")
@@ -937,7 +937,7 @@ def test_property_in_place_equals_out_of_place(data, x, level_name):
     np.testing.assert_array_equal(buffer, expected)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=800, deadline=None)
 @given(
     data=st.data(),
     dtype=st.sampled_from(FLOATS),

@@ -794,6 +794,7 @@ def test_repr_mentions_sizes(rng):
 
 
 def test_one_model_shared_by_eight_threads(rng):
+    # 8 Python threads x 500 calls (issue: threads and memory), mixing batch sizes and paths.
     model = MLP(random_layers(rng, 100, [32, 10], ["sigmoid", "softmax"], np.float32))
     X = rng.normal(size=(1000, 100)).astype(np.float32)
     expected = model.predict_proba(X)
@@ -803,7 +804,7 @@ def test_one_model_shared_by_eight_threads(rng):
     def worker(seed):
         local = np.random.default_rng(seed)
         mismatches = 0
-        for call in range(200):
+        for call in range(500):
             size = sizes[(call + seed) % 3]
             start = int(local.integers(0, 1000 - size + 1))
             rows = slice(start, start + size)
