@@ -170,7 +170,9 @@ pub fn layer_single_row<S: Simd>(
     let vectors = stride / lanes;
     let mut v = 0;
     while v < vectors {
-        let block = (vectors - v).min(4);
+        // Every vector is its own FMA chain over k, latency-bound for a single row: up to 8
+        // chains run interleaved so their latencies overlap (2 FMAs/cycle x 4 cycles).
+        let block = (vectors - v).min(8);
         let w = layer.row_major_weights[v * lanes..].as_ptr();
         let bias = layer.padded_bias[v * lanes..].as_ptr();
         let dst = out[v * lanes..].as_mut_ptr();
@@ -181,7 +183,11 @@ pub fn layer_single_row<S: Simd>(
                 1 => gemv_block::<S, 1>(s, input, w, stride, bias, dst),
                 2 => gemv_block::<S, 2>(s, input, w, stride, bias, dst),
                 3 => gemv_block::<S, 3>(s, input, w, stride, bias, dst),
-                _ => gemv_block::<S, 4>(s, input, w, stride, bias, dst),
+                4 => gemv_block::<S, 4>(s, input, w, stride, bias, dst),
+                5 => gemv_block::<S, 5>(s, input, w, stride, bias, dst),
+                6 => gemv_block::<S, 6>(s, input, w, stride, bias, dst),
+                7 => gemv_block::<S, 7>(s, input, w, stride, bias, dst),
+                _ => gemv_block::<S, 8>(s, input, w, stride, bias, dst),
             }
         }
         v += block;
