@@ -57,7 +57,7 @@ impl<E: DispatchElement> PackedModel<E> {
     fn widest_output(&self) -> usize {
         self.layers
             .iter()
-            .map(|l| l.padded_outputs)
+            .map(|l| l.row_width.max(l.outputs))
             .max()
             .unwrap_or(0)
     }

@@ -116,41 +116,51 @@ pub fn layer_chunk<S: Simd>(
     }
 }
 
-/// `B` vectors of outputs for one row: independent FMA chains over k, one per vector.
+/// `B` vectors of outputs for one row, at element offsets `offsets`: independent FMA chains
+/// over k, one per vector, then the element-wise activation in registers. Offsets may overlap
+/// (the last vector of a layer is shifted back to end at its last output); overlapping lanes
+/// compute identical values, so the overlapping stores agree.
 ///
 /// # Safety
-/// `w` must be readable at `k * stride + b * LANES .. + LANES` for `k < input.len()`, `b < B`;
-/// `bias` and `dst` for `B * LANES` elements.
+/// `w` must be readable at `k * stride + offset .. + LANES` for every `k < input.len()` and
+/// offset; `bias` and `dst` at `offset .. + LANES`.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)] // the micro-kernel's operands, passed as raw parts
 unsafe fn gemv_block<S: Simd, const B: usize>(
     s: S,
     input: &[S::Elem],
     w: *const S::Elem,
     stride: usize,
     bias: *const S::Elem,
+    offsets: [usize; B],
+    activation: Activation,
     dst: *mut S::Elem,
-) {
-    let lanes = S::LANES;
+) where
+    S::Elem: ExpConstants,
+{
     // SAFETY: (whole body) offsets are within the extents the caller guarantees.
     unsafe {
         let mut acc = [s.splat(S::Elem::ZERO); B];
-        for (b, a) in acc.iter_mut().enumerate() {
-            *a = s.load(bias.add(b * lanes));
+        for b in 0..B {
+            acc[b] = s.load(bias.add(offsets[b]));
         }
         for (k, &x) in input.iter().enumerate() {
             let xk = s.splat(x);
             let wk = w.add(k * stride);
-            for (b, a) in acc.iter_mut().enumerate() {
-                *a = s.mul_add(xk, s.load(wk.add(b * lanes)), *a);
+            for b in 0..B {
+                acc[b] = s.mul_add(xk, s.load(wk.add(offsets[b])), acc[b]);
             }
         }
-        for (b, a) in acc.iter().enumerate() {
-            s.store(dst.add(b * lanes), *a);
+        for b in 0..B {
+            s.store(
+                dst.add(offsets[b]),
+                apply_elementwise(s, activation, acc[b]),
+            );
         }
     }
 }
 
-/// One layer for one row: `input` has `inputs` values, `out` gets `padded_outputs` (the first
+/// One layer for one row: `input` has `inputs` values, `out` gets `row_width` values (the first
 /// `outputs` meaningful). `scratch` holds `outputs * LANES` elements for softmax layers.
 #[inline(always)]
 pub fn layer_single_row<S: Simd>(
@@ -164,32 +174,41 @@ pub fn layer_single_row<S: Simd>(
     S::Elem: ExpConstants,
 {
     let lanes = S::LANES;
-    let stride = layer.padded_outputs;
-    assert!(input.len() == layer.inputs && out.len() >= stride);
-    assert!(layer.row_major_weights.len() == layer.inputs * stride && stride % lanes == 0);
-    let vectors = stride / lanes;
+    let width = layer.row_width;
+    assert!(input.len() == layer.inputs && out.len() >= width && width >= lanes);
+    assert!(layer.row_major_weights.len() == layer.inputs * width);
+    // Whole vectors from the start, then one ending exactly at `width` if a tail remains.
+    let vectors = width.div_ceil(lanes);
+    let offset_of = |v: usize| (v * lanes).min(width - lanes);
+    // Row-wise activations see raw values here and are applied below.
+    let in_registers = if activation.is_row_wise() {
+        Activation::Identity
+    } else {
+        activation
+    };
+    let w = layer.row_major_weights.as_ptr();
+    let bias = layer.padded_bias.as_ptr();
+    let dst = out.as_mut_ptr();
     let mut v = 0;
     while v < vectors {
-        // Every vector is its own FMA chain over k, latency-bound for a single row: up to 8
-        // chains run interleaved so their latencies overlap (2 FMAs/cycle x 4 cycles).
+        // Every vector is its own FMA chain over k: up to 8 run interleaved.
         let block = (vectors - v).min(8);
-        let w = layer.row_major_weights[v * lanes..].as_ptr();
-        let bias = layer.padded_bias[v * lanes..].as_ptr();
-        let dst = out[v * lanes..].as_mut_ptr();
-        // SAFETY: vectors v..v+block lie inside every row of `row_major_weights` (stride
-        // `padded_outputs`, asserted to be whole vectors), inside `padded_bias` and inside `out`.
-        unsafe {
-            match block {
-                1 => gemv_block::<S, 1>(s, input, w, stride, bias, dst),
-                2 => gemv_block::<S, 2>(s, input, w, stride, bias, dst),
-                3 => gemv_block::<S, 3>(s, input, w, stride, bias, dst),
-                4 => gemv_block::<S, 4>(s, input, w, stride, bias, dst),
-                5 => gemv_block::<S, 5>(s, input, w, stride, bias, dst),
-                6 => gemv_block::<S, 6>(s, input, w, stride, bias, dst),
-                7 => gemv_block::<S, 7>(s, input, w, stride, bias, dst),
-                _ => gemv_block::<S, 8>(s, input, w, stride, bias, dst),
-            }
+        macro_rules! run_block {
+            ($($count:literal)*) => {
+                match block {
+                    $($count => {
+                        let offsets: [usize; $count] = std::array::from_fn(|b| offset_of(v + b));
+                        // SAFETY: every offset + LANES <= width, the row length of
+                        // `row_major_weights` (asserted), of `padded_bias` and within `out`.
+                        unsafe {
+                            gemv_block::<S, $count>(s, input, w, width, bias, offsets, in_registers, dst)
+                        }
+                    })*
+                    _ => unreachable!("blocks hold 1 to 8 vectors"),
+                }
+            };
         }
+        run_block!(1 2 3 4 5 6 7 8);
         v += block;
     }
     if activation.is_row_wise() {
@@ -210,12 +229,6 @@ pub fn layer_single_row<S: Simd>(
         unsafe { softmax_vertical(s, base, base, count, lanes, log) };
         for j in 0..count {
             out[j] = scratch[j * lanes];
-        }
-    } else {
-        for v in 0..vectors {
-            let p = out[v * lanes..].as_mut_ptr();
-            // SAFETY: `out` holds `vectors * lanes` elements (asserted above).
-            unsafe { s.store(p, apply_elementwise(s, activation, s.load(p))) };
         }
     }
 }

@@ -29,10 +29,12 @@ pub struct PackedLayer<E> {
     /// consecutive weights to broadcast.
     pub tiled_weights: Vec<E>,
     pub bias: Vec<E>,
-    /// For the single-row path: `[k][padded_outputs]`, zero-padded to whole vectors.
+    /// For the single-row path: `[k][row_width]`. `row_width` is `outputs`, or `MAX_LANES`
+    /// (zero-padded) for narrower layers: a single row streams every weight from L2 once per
+    /// call, so padding 50 outputs to 64 would cost it a quarter more time.
     pub row_major_weights: Vec<E>,
     pub padded_bias: Vec<E>,
-    pub padded_outputs: usize,
+    pub row_width: usize,
 }
 
 /// Splits `outputs` columns into as few tiles of at most `max_width` as possible, of nearly
@@ -83,14 +85,14 @@ impl<E: Element> PackedLayer<E> {
                 }
             }
         }
-        let padded_outputs = outputs.div_ceil(MAX_LANES).max(1) * MAX_LANES;
-        let mut row_major_weights = vec![E::ZERO; inputs * padded_outputs];
+        let row_width = outputs.max(MAX_LANES);
+        let mut row_major_weights = vec![E::ZERO; inputs * row_width];
         for k in 0..inputs {
             for c in 0..outputs {
-                row_major_weights[k * padded_outputs + c] = weights[[k, c]];
+                row_major_weights[k * row_width + c] = weights[[k, c]];
             }
         }
-        let mut padded_bias = vec![E::ZERO; padded_outputs];
+        let mut padded_bias = vec![E::ZERO; row_width];
         padded_bias[..outputs].copy_from_slice(bias);
         PackedLayer {
             inputs,
@@ -101,7 +103,7 @@ impl<E: Element> PackedLayer<E> {
             bias: bias.to_vec(),
             row_major_weights,
             padded_bias,
-            padded_outputs,
+            row_width,
         }
     }
 }
