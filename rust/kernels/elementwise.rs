@@ -206,33 +206,25 @@ impl<E: DispatchElement> SimdTask<E> for SoftmaxTask<'_, E> {
             Source::InPlace => dst_ptr,
         };
         let mut scratch = vec![E::ZERO; len * lanes];
-        // Gathers up to `lanes` strided lines into `scratch` (one per lane), runs the vertical
-        // softmax there, and scatters the live lanes back.
-        let mut through_scratch = |starts: &[usize], step: usize| {
-            for j in 0..len {
-                for (lane, &start) in starts.iter().enumerate() {
-                    // SAFETY: `start + j * step` indexes an element of the array (callers pass
-                    // line starts of this array and its own step).
-                    scratch[j * lanes + lane] = unsafe { *src_ptr.add(start + j * step) };
-                }
-            }
-            let base = scratch.as_mut_ptr();
-            // SAFETY: `scratch` holds `len * lanes` elements, vector j at `j * lanes`.
-            unsafe { softmax_vertical(s, base, base, len, lanes, log) };
-            for j in 0..len {
-                for (lane, &start) in starts.iter().enumerate() {
-                    // SAFETY: as for the gather above.
-                    unsafe { *dst_ptr.add(start + j * step) = scratch[j * lanes + lane] };
-                }
-            }
-        };
         if inner == 1 {
             if len <= SHORT_ROW {
                 let mut starts = Vec::with_capacity(lanes);
                 for first in (0..outer).step_by(lanes) {
                     starts.clear();
                     starts.extend((first..(first + lanes).min(outer)).map(|row| row * len));
-                    through_scratch(&starts, 1);
+                    // SAFETY: each start is a row of this array, whose `len` elements are at step 1.
+                    unsafe {
+                        softmax_through_scratch(
+                            s,
+                            src_ptr,
+                            dst_ptr,
+                            &starts,
+                            1,
+                            len,
+                            &mut scratch,
+                            log,
+                        )
+                    };
                 }
             } else {
                 for row in 0..outer {
@@ -265,10 +257,73 @@ impl<E: DispatchElement> SimdTask<E> for SoftmaxTask<'_, E> {
             if full < inner {
                 starts.clear();
                 starts.extend((full..inner).map(|i| plane + i));
-                through_scratch(&starts, inner);
+                // SAFETY: each start is a column of this plane, its `len` elements `inner` apart.
+                unsafe {
+                    softmax_through_scratch(
+                        s,
+                        src_ptr,
+                        dst_ptr,
+                        &starts,
+                        inner,
+                        len,
+                        &mut scratch,
+                        log,
+                    )
+                };
             }
         }
     }
+}
+
+/// Gathers up to `LANES` strided lines (one per lane) into `scratch`, runs the vertical softmax
+/// there, and scatters them back. A named `inline(always)` function, not a closure: a closure
+/// would be compiled outside the caller's target features (perf found this path 20x slower).
+///
+/// # Safety
+/// For every `start` in `starts` and `j < len`, `start + j * step` must index an element of
+/// both `src` and `dst`; `scratch` must hold `len * LANES` elements; `starts.len() <= LANES`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn softmax_through_scratch<S: Simd>(
+    s: S,
+    src: *const S::Elem,
+    dst: *mut S::Elem,
+    starts: &[usize],
+    step: usize,
+    len: usize,
+    scratch: &mut [S::Elem],
+    log: bool,
+) where
+    S::Elem: ExpConstants,
+{
+    let lanes = S::LANES;
+    assert!(starts.len() <= lanes && scratch.len() >= len * lanes);
+    for j in 0..len {
+        for (lane, &start) in starts.iter().enumerate() {
+            // SAFETY: the caller guarantees this element exists.
+            scratch[j * lanes + lane] = unsafe { *src.add(start + j * step) };
+        }
+    }
+    let base = scratch.as_mut_ptr();
+    // SAFETY: `scratch` holds `len * lanes` elements, vector j at `j * lanes`.
+    unsafe { softmax_vertical(s, base, base, len, lanes, log) };
+    for j in 0..len {
+        for (lane, &start) in starts.iter().enumerate() {
+            // SAFETY: as for the gather above.
+            unsafe { *dst.add(start + j * step) = scratch[j * lanes + lane] };
+        }
+    }
+}
+
+/// The lanes of `v` folded with `combine`, in lane order.
+#[inline(always)]
+fn fold_lanes<S: Simd>(s: S, v: S::V, combine: impl Fn(S::Elem, S::Elem) -> S::Elem) -> S::Elem {
+    let mut lane_values = [S::Elem::ZERO; 16];
+    // SAFETY: `lane_values` holds 16 >= LANES elements.
+    unsafe { s.store(lane_values.as_mut_ptr(), v) };
+    lane_values[1..S::LANES]
+        .iter()
+        .fold(lane_values[0], |a, &b| combine(a, b))
 }
 
 /// Softmax of one contiguous row, reduced along its length.
@@ -287,16 +342,6 @@ where
     let mut tail = [neg_inf; 16];
     // SAFETY: elements full..len exist; `tail` holds 16 >= LANES elements.
     unsafe { std::ptr::copy(src.add(full), tail.as_mut_ptr(), len - full) };
-    let mut lane_values = [S::Elem::ZERO; 16];
-    let reduce = |v: S::V,
-                  lane_values: &mut [S::Elem; 16],
-                  combine: &dyn Fn(S::Elem, S::Elem) -> S::Elem| {
-        // SAFETY: `lane_values` holds 16 >= LANES elements.
-        unsafe { s.store(lane_values.as_mut_ptr(), v) };
-        lane_values[1..lanes]
-            .iter()
-            .fold(lane_values[0], |a, &b| combine(a, b))
-    };
     let max_of = |a: S::Elem, b: S::Elem| if a > b { a } else { b };
 
     // SAFETY: (whole body) vector loads/stores at i < full with i + lanes <= full <= len.
@@ -305,7 +350,7 @@ where
         for i in (0..full).step_by(lanes) {
             max_v = s.max(max_v, s.load(src.add(i)));
         }
-        let max = reduce(max_v, &mut lane_values, &max_of);
+        let max = fold_lanes(s, max_v, max_of);
         let max_s = s.splat(max);
         let mut sum_v = exp_shifted(s, s.load(tail.as_ptr()), max_s);
         for i in (0..full).step_by(lanes) {
@@ -315,7 +360,7 @@ where
             }
             sum_v = s.add(sum_v, e);
         }
-        let sum = reduce(sum_v, &mut lane_values, &|a, b| a + b);
+        let sum = fold_lanes(s, sum_v, |a, b| a + b);
         if log {
             let log_sum = s.splat(sum.ln());
             for i in (0..full).step_by(lanes) {

@@ -134,20 +134,25 @@ pub fn pack_input_chunk<S: Simd, X: InputElement>(
         for k0 in (0..full).step_by(lanes) {
             // Blocks of only live rows (all but the last chunk's) take the branch-free loop,
             // which unrolls into LANES plain loads; perf showed the per-row test costing 15%.
-            let load_row = |i: usize| {
-                // SAFETY: callers pass i < live, so row first_row + i < rows, and
-                // k0 + lanes <= full <= features: the LANES values lie inside `src`.
-                let v =
-                    unsafe { X::load_vector(s, src.as_ptr().add((first_row + i) * features + k0)) };
-                s.mul(v, scale_v)
-            };
+            // (A macro rather than a closure: a closure would be compiled outside the
+            // caller's target features.)
+            macro_rules! load_row {
+                ($i:expr) => {{
+                    // SAFETY: $i < live, so row first_row + $i < rows, and k0 + lanes <= full
+                    // <= features: the LANES values lie inside `src` (length checked above).
+                    let v = unsafe {
+                        X::load_vector(s, src.as_ptr().add((first_row + $i) * features + k0))
+                    };
+                    s.mul(v, scale_v)
+                }};
+            }
             if live == lanes {
                 for (i, slot) in block.iter_mut().enumerate().take(lanes) {
-                    *slot = load_row(i);
+                    *slot = load_row!(i);
                 }
             } else {
                 for (i, slot) in block.iter_mut().enumerate().take(lanes) {
-                    *slot = if i < live { load_row(i) } else { zero };
+                    *slot = if i < live { load_row!(i) } else { zero };
                 }
             }
             s.transpose(&mut block[..lanes]);
