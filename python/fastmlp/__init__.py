@@ -12,7 +12,7 @@ NumPy's dtype rules and raises clear errors. The public API:
 
 from __future__ import annotations
 
-from . import _core
+from . import _core, reference
 from ._functions import dense, identity, log_softmax, sigmoid, softmax
 from ._io import load
 from ._model import MLP
@@ -31,6 +31,7 @@ __all__ = [
     "identity",
     "load",
     "log_softmax",
+    "reference",
     "set_num_threads",
     "sigmoid",
     "softmax",
