@@ -320,12 +320,17 @@ class MLP:
         out: Optional[np.ndarray],
         log: bool,
     ) -> np.ndarray:
-        if batch_size is None and out is None and threads is None and type(X) is np.ndarray:
+        if (
+            batch_size is None
+            and out is None
+            and (threads is None or (type(threads) is int and threads > 0))
+            and type(X) is np.ndarray
+        ):
             # The low-latency path: the core checks dtype, shape and layout itself and
             # allocates the result. Anything it refuses goes through the validating path
             # below, which converts what it can and explains what it cannot.
             try:
-                return self._packed.run(X, None, log)
+                return self._packed.run(X, threads, log)
             except (TypeError, ValueError):
                 pass
         rows, single = self._rows(X)
