@@ -894,3 +894,18 @@ def test_num_threads_setting_does_not_change_results(small_model, rng):
         assert np.array_equal(fastmlp.softmax(X), fastmlp.softmax(X, threads=2))
     finally:
         fastmlp.set_num_threads(0)
+
+
+def test_views_whose_byte_size_overflows_raise_instead_of_crashing():
+    # A zero-stride view can claim far more rows than memory holds; it must be refused with a
+    # Python exception (NumPy's MemoryError/ValueError on the deliberate copy), never a crash.
+    from numpy.lib.stride_tricks import as_strided
+
+    model = MLP([(np.ones((784, 10), np.float32), np.zeros(10, np.float32), "softmax")])
+    base = np.zeros(784, np.float32)
+    rows = as_strided(base, shape=(2**40, 784), strides=(0, 4))
+    with pytest.raises((MemoryError, ValueError)):
+        model.predict_proba(rows)
+    overflowing = as_strided(base, shape=(2**40, 2**20), strides=(0, 0))
+    with pytest.raises((MemoryError, ValueError)):
+        fastmlp.sigmoid(overflowing)
