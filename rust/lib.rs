@@ -20,6 +20,9 @@ use kernels::forward::{PackedModel, Sink};
 use kernels::math::Activation;
 use kernels::pack::PackedLayer;
 
+/// The largest result (in elements) `PackedMLP.run` allocates itself.
+const MAX_CORE_ALLOCATED_OUTPUTS: usize = 1 << 20;
+
 /// Below this much work (multiply-adds or elements) a call keeps the GIL: releasing and
 /// re-acquiring it costs more than the computation.
 const DETACH_THRESHOLD: usize = 1 << 15;
@@ -44,43 +47,44 @@ fn run_released<T: Send>(
     }
 }
 
-/// A writable, C-contiguous float array of the given element type, or a clear error.
-fn writable_floats<'py, E: numpy::Element>(
+/// `obj` as a C-contiguous float array of element type `E`, or a clear error naming `what`.
+fn contiguous_floats<'a, 'py, E: numpy::Element + kernels::simd::Element>(
+    obj: &'a Bound<'py, PyAny>,
+    what: &str,
+) -> Result<&'a Bound<'py, PyArrayDyn<E>>, FastmlpError> {
+    let array = obj.cast::<PyArrayDyn<E>>().map_err(|_| {
+        FastmlpError::DType(format!(
+            "{what} must be a {} array, got {}",
+            <E as kernels::simd::Element>::NAME,
+            dtype_name(obj)
+        ))
+    })?;
+    if !array.is_c_contiguous() {
+        return Err(FastmlpError::Value(format!("{what} must be C-contiguous")));
+    }
+    Ok(array)
+}
+
+/// A writable, C-contiguous float array of element type `E`, borrowed for writing.
+fn writable_floats<'py, E: numpy::Element + kernels::simd::Element>(
     out: &Bound<'py, PyAny>,
     what: &str,
 ) -> Result<numpy::PyReadwriteArrayDyn<'py, E>, FastmlpError> {
-    let array = out.cast::<PyArrayDyn<E>>().map_err(|_| {
-        FastmlpError::DType(format!(
-            "{what} must be a {} array, got {}",
-            std::any::type_name::<E>(),
-            dtype_name(out)
-        ))
-    })?;
-    if !array.is_c_contiguous() {
-        return Err(FastmlpError::Value(format!("{what} must be C-contiguous")));
-    }
-    array.try_readwrite().map_err(|_| {
-        FastmlpError::Value(format!(
-            "{what} must be writeable and must not overlap another argument"
-        ))
-    })
+    contiguous_floats::<E>(out, what)?
+        .try_readwrite()
+        .map_err(|_| {
+            FastmlpError::Value(format!(
+                "{what} must be writeable and must not overlap another argument"
+            ))
+        })
 }
 
-fn readable_floats<'py, E: numpy::Element>(
+/// A C-contiguous float array of element type `E`, borrowed for reading.
+fn readable_floats<'py, E: numpy::Element + kernels::simd::Element>(
     x: &Bound<'py, PyAny>,
     what: &str,
 ) -> Result<numpy::PyReadonlyArrayDyn<'py, E>, FastmlpError> {
-    let array = x.cast::<PyArrayDyn<E>>().map_err(|_| {
-        FastmlpError::DType(format!(
-            "{what} must be a {} array, got {}",
-            std::any::type_name::<E>(),
-            dtype_name(x)
-        ))
-    })?;
-    if !array.is_c_contiguous() {
-        return Err(FastmlpError::Value(format!("{what} must be C-contiguous")));
-    }
-    array
+    contiguous_floats::<E>(x, what)?
         .try_readonly()
         .map_err(|_| FastmlpError::Value(format!("{what} is being written elsewhere")))
 }
@@ -257,7 +261,7 @@ fn pack_model<E: DispatchElement + numpy::Element>(
             .map_err(|_| {
                 FastmlpError::DType(format!(
                     "layer {index}: W must be a 2-D {} array, got {}",
-                    std::any::type_name::<E>(),
+                    <E as kernels::simd::Element>::NAME,
                     dtype_name(w)
                 ))
             })?
@@ -268,7 +272,7 @@ fn pack_model<E: DispatchElement + numpy::Element>(
             .map_err(|_| {
                 FastmlpError::DType(format!(
                     "layer {index}: b must be a 1-D {} array, got {}",
-                    std::any::type_name::<E>(),
+                    <E as kernels::simd::Element>::NAME,
                     dtype_name(b)
                 ))
             })?
@@ -277,6 +281,11 @@ fn pack_model<E: DispatchElement + numpy::Element>(
         let w = w.as_array();
         let b = b.as_array().to_vec();
         let (inputs, outputs) = w.dim();
+        if inputs == 0 || outputs == 0 {
+            return Err(FastmlpError::Shape(format!(
+                "layer {index}: W has an empty dimension, shape ({inputs}, {outputs})"
+            )));
+        }
         if b.len() != outputs {
             return Err(FastmlpError::Shape(format!(
                 "layer {index}: W has shape ({inputs}, {outputs}) but b has shape ({},)",
@@ -426,7 +435,7 @@ fn forward_typed<'py, E: DispatchElement + numpy::Element>(
             let slice = values
                 .as_slice_mut()
                 .map_err(|_| FastmlpError::Value("out must be C-contiguous".into()))?;
-            if slice.len() != rows * outputs {
+            if Some(slice.len()) != rows.checked_mul(outputs) {
                 return Err(FastmlpError::Shape(format!(
                     "out has {} elements, expected {rows} x {outputs}",
                     slice.len()
@@ -435,6 +444,17 @@ fn forward_typed<'py, E: DispatchElement + numpy::Element>(
             Sink::Values(slice)
         }
         Target::New => {
+            // Only small results are allocated here: PyArray::new panics if NumPy cannot
+            // allocate, so large ones go back to the Python layer, whose np.empty raises
+            // MemoryError; for them the extra microsecond does not matter.
+            if rows
+                .checked_mul(outputs)
+                .is_none_or(|n| n > MAX_CORE_ALLOCATED_OUTPUTS)
+            {
+                return Err(FastmlpError::Value(
+                    "the result is large: allocate it in Python (out=)".into(),
+                ));
+            }
             let dims: Vec<usize> = if input.shape().len() == 1 {
                 vec![outputs]
             } else {
@@ -490,12 +510,12 @@ impl PyPackedMlp {
         }
         let activations = activations
             .iter()
-            .map(|name| match Activation::parse(name) {
-                Some(Activation::LogSoftmax) | None => Err(FastmlpError::Value(format!(
-                    "unknown activation {name:?}; expected one of {}",
+            .map(|name| match parse_activation(name)? {
+                Activation::LogSoftmax => Err(FastmlpError::Value(format!(
+                    "{name:?} is not a layer activation; expected one of {}",
                     Activation::NAMES.join(", ")
                 ))),
-                Some(a) => Ok(a),
+                activation => Ok(activation),
             })
             .collect::<Result<Vec<_>, _>>()?;
         let first = weights

@@ -49,9 +49,11 @@ static POOL: Mutex<Option<(u32, Arc<ThreadPool>)>> = Mutex::new(None);
 
 /// Runs `work(part)` for every part in `0..parts` on up to `threads` threads: the calling thread
 /// and `threads - 1` pool workers each take the next unclaimed part until none is left. The
-/// caller works instead of sleeping (one wake-up fewer per call), and a worker that is busy
-/// elsewhere delays the call by at most the part it is on, since the others take over its share.
-/// A panic in any part reaches the caller once every part has stopped.
+/// caller works instead of sleeping (one wake-up fewer per call), and parts are claimed
+/// dynamically, so a worker that starts late finds less to do. The call still returns only
+/// once every spawned helper job has run (if only to find nothing left), so under many
+/// concurrent callers it can wait for the pool to reach its jobs. A panic in any part reaches
+/// the caller once every part has stopped.
 pub fn run_parts(threads: usize, parts: usize, work: impl Fn(usize) + Sync) {
     if threads <= 1 || parts <= 1 {
         (0..parts).for_each(work);

@@ -64,7 +64,7 @@ impl<E: DispatchElement> PackedModel<E> {
 
     /// How many tasks `rows` rows are split into with at most `threads` threads.
     pub fn plan_tasks(&self, rows: usize, threads: usize) -> usize {
-        let by_work = (rows * self.macs_per_row().max(1)) / MIN_MACS_PER_TASK;
+        let by_work = rows.saturating_mul(self.macs_per_row().max(1)) / MIN_MACS_PER_TASK;
         threads.min(by_work).max(1)
     }
 

@@ -102,9 +102,10 @@ impl ExpConstants for f64 {
     ];
 }
 
-/// `exp(x)` for `x <= 0` (or NaN), to within a few ulp.
+/// The shared reduction of `exp` and `expm1` for `x <= 0` (or NaN): returns `(n, h, r)` with
+/// `exp(x) = 2^n * (1 + h * r)`, `|r| <= ln(2)/2`.
 #[inline(always)]
-pub fn exp_nonpositive<S: Simd>(s: S, x: S::V) -> S::V
+fn exp_reduce<S: Simd>(s: S, x: S::V) -> (S::V, S::V, S::V)
 where
     S::Elem: ExpConstants,
 {
@@ -113,12 +114,38 @@ where
     let n = s.round(s.mul(x, s.splat(S::Elem::LOG2_E)));
     let r = s.mul_add(n, s.splat(S::Elem::ZERO - S::Elem::LN2_HI), x);
     let r = s.mul_add(n, s.splat(S::Elem::ZERO - S::Elem::LN2_LO), r);
+    // Horner over the Taylor coefficients except the constant term.
     let coefficients = S::Elem::TAYLOR;
-    let mut p = s.splat(coefficients[0]);
-    for &c in &coefficients[1..] {
-        p = s.mul_add(p, r, s.splat(c));
+    let mut h = s.splat(coefficients[0]);
+    for &c in &coefficients[1..coefficients.len() - 1] {
+        h = s.mul_add(h, r, s.splat(c));
     }
-    s.ldexp(p, n)
+    (n, h, r)
+}
+
+/// `exp(x)` for `x <= 0` (or NaN), to within a few ulp.
+#[inline(always)]
+pub fn exp_nonpositive<S: Simd>(s: S, x: S::V) -> S::V
+where
+    S::Elem: ExpConstants,
+{
+    let (n, h, r) = exp_reduce(s, x);
+    s.ldexp(s.mul_add(h, r, s.splat(S::Elem::ONE)), n)
+}
+
+/// `exp(x) - 1` for `x <= 0` (or NaN), with relative accuracy near 0: where `n = 0` the
+/// result is the polynomial's tail `h * r` itself, so nothing cancels.
+#[inline(always)]
+pub fn expm1_nonpositive<S: Simd>(s: S, x: S::V) -> S::V
+where
+    S::Elem: ExpConstants,
+{
+    let (n, h, r) = exp_reduce(s, x);
+    let one = s.splat(S::Elem::ONE);
+    let far = s.sub(s.ldexp(s.mul_add(h, r, one), n), one);
+    // -|n| >= 0 exactly when n == 0.
+    let n_is_zero = s.sub(s.splat(S::Elem::ZERO), s.abs(n));
+    s.select_nonneg(n_is_zero, s.mul(h, r), far)
 }
 
 /// The logistic function, stable for every input: `exp(-|x|)` cannot overflow, and the two
@@ -134,18 +161,18 @@ where
     s.select_nonneg(x, positive, s.mul(e, positive))
 }
 
-/// `tanh(x) = sign(x) (1 - e) / (1 + e)` with `e = exp(-2|x|)`: no overflow; absolute error of a
-/// few ulp of 1 (relative accuracy is lower for |x| much smaller than 1).
+/// `tanh(x) = sign(x) * -m / (2 + m)` with `m = expm1(-2|x|)`: no overflow, and relative
+/// accuracy of a few ulp also near 0, where `(1 - e) / (1 + e)` would cancel.
 #[inline(always)]
 pub fn tanh<S: Simd>(s: S, x: S::V) -> S::V
 where
     S::Elem: ExpConstants,
 {
     let zero = s.splat(S::Elem::ZERO);
-    let one = s.splat(S::Elem::ONE);
     let ax = s.abs(x);
-    let e = exp_nonpositive(s, s.sub(zero, s.add(ax, ax)));
-    let magnitude = s.div(s.sub(one, e), s.add(one, e));
+    let m = expm1_nonpositive(s, s.sub(zero, s.add(ax, ax)));
+    let two = s.splat(S::Elem::ONE + S::Elem::ONE);
+    let magnitude = s.div(s.sub(zero, m), s.add(two, m));
     s.select_nonneg(x, magnitude, s.sub(zero, magnitude))
 }
 

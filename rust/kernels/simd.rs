@@ -21,6 +21,8 @@ pub trait Element:
     + std::ops::Mul<Output = Self>
     + std::ops::Div<Output = Self>
 {
+    /// The NumPy name of the type, for error messages.
+    const NAME: &'static str;
     const ZERO: Self;
     const ONE: Self;
     const NEG_INFINITY: Self;
@@ -60,6 +62,7 @@ fn take_thread_scratch<E: Copy + Default>(
 }
 
 impl Element for f32 {
+    const NAME: &'static str = "float32";
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
     const NEG_INFINITY: Self = f32::NEG_INFINITY;
@@ -88,6 +91,7 @@ impl Element for f32 {
 }
 
 impl Element for f64 {
+    const NAME: &'static str = "float64";
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
     const NEG_INFINITY: Self = f64::NEG_INFINITY;

@@ -92,6 +92,29 @@ fn sigmoid_keeps_relative_accuracy_and_exact_limits_at_every_level() {
     }
 }
 
+#[test]
+fn tanh_keeps_relative_accuracy_near_zero_at_every_level() {
+    let inputs: Vec<f64> = (-3000..3000)
+        .map(|i| (i as f64 * 0.0123).powi(3) + 1e-9 * i as f64)
+        .chain([1e-300, -1e-12, 1e-8, 0.3, 0.36, 0.35, 20.0, -40.0])
+        .collect();
+    for level in levels() {
+        let mut out = vec![0.0f64; inputs.len()];
+        map_elementwise(level, Activation::Tanh, Source::Slice(&inputs), &mut out, 1);
+        for (&x, &y) in inputs.iter().zip(&out) {
+            let exact = x.tanh();
+            assert!(
+                (y - exact).abs() <= 8.0 * f64::EPSILON * exact.abs() + 1e-300,
+                "{level:?}: tanh({x}) = {y}, expected {exact}"
+            );
+        }
+        let mut limits = [f64::NEG_INFINITY, f64::INFINITY, f64::NAN];
+        map_elementwise(level, Activation::Tanh, Source::InPlace, &mut limits, 1);
+        assert_eq!(&limits[..2], &[-1.0, 1.0]);
+        assert!(limits[2].is_nan());
+    }
+}
+
 fn softmax_reference(row: &[f64]) -> Vec<f64> {
     let max = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
     let exps: Vec<f64> = row.iter().map(|v| (v - max).exp()).collect();
