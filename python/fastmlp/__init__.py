@@ -39,22 +39,39 @@ __all__ = [
 
 
 def set_num_threads(threads: int) -> None:
-    """Sets how many threads calls use by default (0 restores the default).
+    """Sets how many threads calls use by default.
 
-    The default is ``FASTMLP_NUM_THREADS`` when set, else the cores available to the process.
-    A call's ``threads=`` argument overrides it. Counts above the available cores are capped:
-    concurrent callers share one pool of workers rather than oversubscribing the machine.
+    Parameters
+    ----------
+    threads : int
+        The new default; 0 restores the initial one (``FASTMLP_NUM_THREADS`` when set, else
+        the cores available to the process). Counts above the available cores are capped:
+        concurrent callers share one pool of workers rather than oversubscribing the machine.
+        A call's ``threads=`` argument overrides the default.
+
+    Raises
+    ------
+    ValueError
+        If ``threads`` is negative.
     """
     import operator
+
+    from ._functions import MAX_THREADS
 
     count = operator.index(threads)
     if count < 0:
         raise ValueError(f"threads must be >= 0, got {count}")
-    _core.set_num_threads(count)
+    _core.set_num_threads(min(count, MAX_THREADS))
 
 
 def get_num_threads() -> int:
-    """The number of threads a call uses by default."""
+    """The number of threads a call uses by default.
+
+    Returns
+    -------
+    int
+        At least 1, at most the cores available to the process.
+    """
     return _core.get_num_threads()
 
 

@@ -15,6 +15,9 @@ _AxisError = getattr(np, "exceptions", np).AxisError
 
 ACTIVATIONS = ("identity", "sigmoid", "relu", "tanh", "softmax")
 
+#: Thread counts above this are treated as this (far above any core count).
+MAX_THREADS = 1 << 16
+
 
 def float_dtype_for(dtype: np.dtype, what: str) -> np.dtype:
     """The float dtype an input of ``dtype`` is computed in, or a ``TypeError``.
@@ -46,6 +49,7 @@ def as_float_array(x: Any, what: str = "x") -> np.ndarray:
 
 
 def check_threads(threads: Optional[int]) -> Optional[int]:
+    """A call's ``threads=`` argument validated: None, or an int >= 1 (capped)."""
     if threads is None:
         return None
     try:
@@ -54,11 +58,13 @@ def check_threads(threads: Optional[int]) -> Optional[int]:
         raise TypeError(f"threads must be a positive int or None, got {threads!r}") from None
     if count < 1:
         raise ValueError(f"threads must be at least 1, got {count}")
-    return count
+    # The core caps the count at the available cores anyway; capping here keeps huge values
+    # from overflowing its integer type.
+    return min(count, MAX_THREADS)
 
 
 def check_out(out: Any, shape: tuple, dtype: np.dtype) -> np.ndarray:
-    """Checks a caller's ``out=`` buffer before anything is written to it."""
+    """Checks a caller's ``out=`` buffer before anything is written to it, and returns it."""
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
     if out.dtype != dtype:
@@ -233,7 +239,23 @@ def log_softmax(
     """Log of the softmax along ``axis``, computed directly as ``z - log(sum(exp(z)))``.
 
     With ``z = x - max(x)``: unlike ``log(softmax(x))`` it stays finite where a probability
-    underflows to 0. Same parameters and NaN/inf rules as :func:`softmax`.
+    underflows to 0. NaN/inf rules as for :func:`softmax`.
+
+    Parameters
+    ----------
+    x : array_like
+        At least one dimension; dtype rules as for :func:`softmax`.
+    axis : int, default -1
+        The axis to normalise along.
+    out : ndarray, optional
+        Where to write the result; may be ``x`` itself.
+    threads : int, optional
+        Upper bound on threads.
+
+    Returns
+    -------
+    ndarray
+        Same shape as ``x``; ``exp`` of each slice sums to 1 within rounding.
 
     Examples
     --------

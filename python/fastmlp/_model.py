@@ -9,7 +9,7 @@ from typing import Any, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from . import _core
-from ._functions import ACTIVATIONS, check_out, check_threads
+from ._functions import ACTIVATIONS, MAX_THREADS, check_out, check_threads
 
 __all__ = ["MLP"]
 
@@ -218,18 +218,22 @@ class MLP:
 
     @property
     def n_features_in_(self) -> int:
+        """Number of input features (the first layer's ``in``)."""
         return self._n_features
 
     @property
     def n_outputs_(self) -> int:
+        """Number of outputs (the last layer's ``out``)."""
         return self._n_outputs
 
     @property
     def dtype(self) -> np.dtype:
+        """The compute dtype, float32 or float64."""
         return self._dtype
 
     @property
     def input_scale(self) -> Optional[float]:
+        """The factor applied to inputs inside the kernel, or None."""
         return self._input_scale
 
     @property
@@ -323,7 +327,7 @@ class MLP:
         if (
             batch_size is None
             and out is None
-            and (threads is None or (type(threads) is int and threads > 0))
+            and (threads is None or (type(threads) is int and 0 < threads <= MAX_THREADS))
             and type(X) is np.ndarray
         ):
             # The low-latency path: the core checks dtype, shape and layout itself and
