@@ -5,7 +5,9 @@ NumPy's dtype rules and raises clear errors. The public API:
 
 - kernels: :func:`sigmoid`, :func:`softmax`, :func:`log_softmax`, :func:`identity`, :func:`dense`
 - the model: :class:`MLP` (``predict_proba``, ``predict_log_proba``, ``predict``, ``score``)
-- weights: :func:`load` (``.npz`` and the tutorial's pickle, read without running its code)
+- weights: :func:`load` (``.npz``, ``.safetensors``, the tutorial's pickle, PyTorch, ONNX;
+  nothing in a file is executed), :func:`save` / ``MLP.save`` (``.npz``, ``.safetensors``)
+- importers: :func:`from_torch`, :func:`from_torch_checkpoint` (read without torch installed)
 - threads: :func:`set_num_threads`, :func:`get_num_threads` (or ``FASTMLP_NUM_THREADS``)
 - :mod:`fastmlp.reference`: the plain NumPy ground truth the tests compare against.
 """
@@ -14,8 +16,9 @@ from __future__ import annotations
 
 from . import _core, reference
 from ._functions import dense, identity, log_softmax, sigmoid, softmax
-from ._io import load
+from ._io import load, save
 from ._model import MLP
+from ._torch import from_torch, from_torch_checkpoint
 from .errors import DataFormatError, UnsafePickleError, WeightsFormatError
 
 __version__ = "0.1.0"
@@ -27,11 +30,14 @@ __all__ = [
     "WeightsFormatError",
     "cpu_level",
     "dense",
+    "from_torch",
+    "from_torch_checkpoint",
     "get_num_threads",
     "identity",
     "load",
     "log_softmax",
     "reference",
+    "save",
     "set_num_threads",
     "sigmoid",
     "softmax",

@@ -1,23 +1,37 @@
-"""Reading network weights safely: ``.npz`` archives and NumPy pickles, told apart by content.
+"""Reading and writing network weights safely, in the formats recognised by their content.
 
-The book's ``sample_weight.pkl`` is a pickle, and ``pickle.load`` runs whatever callable the
-file names. Pickles are therefore read by :class:`_ArraysOnlyUnpickler`, which resolves only
-the few NumPy names needed to rebuild an ``ndarray`` and refuses every other global before
-importing or calling anything.
+Read: ``.npz`` archives, ``.safetensors`` files, NumPy pickles (the book's
+``sample_weight.pkl``), PyTorch checkpoints and ONNX models. Written: ``.npz`` and
+``.safetensors``, with the activations and ``input_scale`` in a small JSON metadata record, so
+that ``fastmlp.load(path) == model`` after ``model.save(path)``.
+
+Nothing in a file is ever executed. ``pickle.load`` runs whatever callable a file names, so
+pickles are read by :class:`_ArraysOnlyUnpickler`, which resolves only the few NumPy names
+needed to rebuild an ``ndarray`` and refuses every other global before importing or calling
+anything. Every size a file declares (a pickle's byte strings, an ``.npy`` header's shape, a
+safetensors header's offsets) is checked against the bytes actually present before memory is
+allocated for it.
 """
 
 from __future__ import annotations
 
 import io
+import json
+import math
 import os
+import pathlib
 import pickle
+import pickletools
 import re
+import secrets
 import zipfile
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Union
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple, Union
 
 import numpy as np
 
+from . import _safetensors
 from .errors import UnsafePickleError, WeightsFormatError
 
 if TYPE_CHECKING:
@@ -30,20 +44,38 @@ try:
 except ImportError:  # pragma: no cover - numpy < 1.26
     from numpy.core.multiarray import _reconstruct
 
-__all__ = ["load", "read_weights", "save_npz"]
+__all__ = ["WeightsFile", "load", "read_weights", "read_weights_file", "save", "save_npz"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header; an empty archive
 _NPY_MAGIC = b"\x93NUMPY"
 _PICKLE_PROTO_OPCODE = 0x80  # protocol 2+ pickles start with PROTO <version>
+_ONNX_FIRST_BYTE = 0x08  # a ModelProto starts with field 1 (ir_version) as a varint
+_SAFETENSORS_LENGTH_BYTES = 8
+
+
+def _reconstruct_empty_array(subtype: Any, shape: Any, dtype: Any) -> Any:
+    """numpy's ``_reconstruct``, limited to what ``ndarray.__reduce__`` writes.
+
+    Every NumPy version pickles an array as ``_reconstruct(ndarray, (0,), b"b")`` followed by
+    ``__setstate__`` with the data (which NumPy checks against the shape). Any other call could
+    only serve to allocate an arbitrarily large uninitialised array, so it is refused.
+    """
+    if subtype is not np.ndarray or not isinstance(shape, tuple) or shape != (0,):
+        raise UnsafePickleError(
+            f"refused _reconstruct({getattr(subtype, '__name__', subtype)!r}, {shape!r:.60}, "
+            "...): a pickled numpy array is always rebuilt from ndarray and shape (0,)"
+        )
+    return _reconstruct(subtype, shape, dtype)
+
 
 # Everything a pickled dict of ndarrays needs, whichever numpy wrote it. numpy.core.* names
 # (written by numpy 1.x, like the book's file) resolve to the installed numpy's module, so
 # that the deprecated numpy.core package is never imported.
 _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct_empty_array,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct_empty_array,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
 }
@@ -59,6 +91,27 @@ _RESAVE_HINTS = {
 _RESAVE_ADVICE = "re-save it with pickle protocol 3 or 4, or as .npz (fastmlp._io.save_npz)"
 
 _LAYER_KEY = re.compile(r"^([Wb])([1-9][0-9]*)$")
+
+# The metadata record fastmlp writes beside the arrays (see save).
+_METADATA_KEY = "__fastmlp__"  # the .npz member; in .safetensors, __metadata__["fastmlp"]
+_SAFETENSORS_METADATA_KEY = "fastmlp"
+_METADATA_VERSION = 1
+# The book's activations, for files that record none (its pickle, a plain np.savez archive).
+_DEFAULT_HIDDEN = "sigmoid"
+_DEFAULT_OUTPUT = "softmax"
+# Mirrors _functions.ACTIVATIONS, which cannot be imported here: it loads the compiled core,
+# and reading weights must work without it.
+_ACTIVATION_NAMES = ("identity", "sigmoid", "relu", "tanh", "softmax")
+
+# Deflate never compresses better than about 1032:1, so an .npz member claiming to expand more
+# than this lies about its size.
+_MAX_DEFLATE_RATIO = 1100
+_MAX_NPY_HEADER_BYTES = 10_000  # numpy's own limit for headers it reads without pickle
+
+_FORMATS_KNOWN = (
+    "a .npz archive (starting b'PK\\x03\\x04'), a .safetensors file, a pickle of protocol 2+ "
+    "(starting b'\\x80'), a PyTorch checkpoint (a zip holding data.pkl) or an ONNX model"
+)
 
 
 class _ArraysOnlyUnpickler(pickle.Unpickler):
@@ -134,10 +187,163 @@ def _check_weights(weights: Any, path: PathLike, *, from_pickle: bool) -> dict[s
     return weights
 
 
-def _read_npz(path: PathLike) -> dict[str, np.ndarray]:
+@dataclass(frozen=True)
+class WeightsFile:
+    """What a weights file holds, as read by :func:`read_weights_file`.
+
+    Attributes
+    ----------
+    weights : dict of str to numpy.ndarray
+        ``W1, b1, ..., Wn, bn`` with ``W`` shaped ``(in, out)``, numeric, as stored.
+    activations : tuple of str or None
+        One activation name per layer, when the file records them (files written by
+        :func:`save`, ONNX models); None otherwise.
+    input_scale : float or None
+        The recorded input scale, when the file records one.
+    format : str
+        ``"npz"``, ``"safetensors"``, ``"pickle"``, ``"torch"`` or ``"onnx"``.
+    """
+
+    weights: Dict[str, np.ndarray]
+    activations: Optional[Tuple[str, ...]]
+    input_scale: Optional[float]
+    format: str
+
+
+# -- metadata -------------------------------------------------------------------------------
+
+
+def _metadata_json(model: MLP) -> str:
+    record = {
+        "fastmlp": _METADATA_VERSION,
+        "activations": list(model.activations),
+        "input_scale": model.input_scale,
+    }
+    return json.dumps(record)
+
+
+def _parse_metadata(
+    text: str, path: PathLike, n_layers: int
+) -> "tuple[tuple[str, ...], Optional[float]]":
+    """The activations and input scale of a fastmlp metadata record, checked."""
+    where = repr(os.fspath(path))
     try:
+        record = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise WeightsFormatError(
+            f"{where} has fastmlp metadata that is not valid JSON ({exc}): {text[:80]!r}"
+        ) from exc
+    if not isinstance(record, dict):
+        raise WeightsFormatError(
+            f"{where} has fastmlp metadata {text[:80]!r}; expected a JSON object "
+            '{"fastmlp": 1, "activations": [...], "input_scale": ...}'
+        )
+    version = record.get("fastmlp")
+    if type(version) is not int or version != _METADATA_VERSION:
+        raise WeightsFormatError(
+            f"{where} has fastmlp metadata of version {version!r}; this fastmlp reads version "
+            f"{_METADATA_VERSION} (was the file written by a newer fastmlp?)"
+        )
+    activations = record.get("activations")
+    if not isinstance(activations, list) or not all(isinstance(a, str) for a in activations):
+        raise WeightsFormatError(
+            f"{where} records activations {activations!r:.120}; expected a list of names"
+        )
+    unknown = [name for name in activations if name not in _ACTIVATION_NAMES]
+    if unknown:
+        raise WeightsFormatError(
+            f"{where} records unknown activations {unknown!r:.120}; expected names among "
+            f"{', '.join(_ACTIVATION_NAMES)}"
+        )
+    if len(activations) != n_layers:
+        raise WeightsFormatError(
+            f"{where} records {len(activations)} activations for {n_layers} layers; expected "
+            "one per layer"
+        )
+    input_scale = record.get("input_scale")
+    if input_scale is not None:
+        if isinstance(input_scale, bool) or not isinstance(input_scale, (int, float)):
+            raise WeightsFormatError(
+                f"{where} records input_scale {input_scale!r:.80}; expected a number or null"
+            )
+        input_scale = float(input_scale)
+        if not math.isfinite(input_scale):
+            raise WeightsFormatError(
+                f"{where} records input_scale {input_scale}; expected a finite number or null"
+            )
+    return tuple(activations), input_scale
+
+
+def _layer_count(weights: Mapping[str, np.ndarray]) -> int:
+    return len(weights) // 2  # _check_weights guarantees W1..Wn and b1..bn
+
+
+# -- npz ------------------------------------------------------------------------------------
+
+
+def _read_npy_header(member: IO[bytes]) -> "tuple[tuple[int, ...], np.dtype]":
+    version = np.lib.format.read_magic(member)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(member, _MAX_NPY_HEADER_BYTES)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(member, _MAX_NPY_HEADER_BYTES)
+    else:
+        raise ValueError(f".npy format version {version[0]}.{version[1]} (expected 1.0 or 2.0)")
+    return shape, dtype
+
+
+def _check_npz_members(path: PathLike) -> None:
+    """Check every member's declared size against the archive before NumPy allocates it.
+
+    ``np.load`` allocates the shape an ``.npy`` header declares before reading the data, so a
+    tiny archive could otherwise ask for terabytes. Here each header is read (NumPy parses it
+    with ``ast.literal_eval``: never executed) and must agree exactly with the member's size,
+    which in turn must be plausible for the archive's size.
+    """
+    where = repr(os.fspath(path))
+    archive_size = os.path.getsize(path)
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            name = info.filename
+            if info.compress_type == zipfile.ZIP_STORED:
+                largest_plausible = info.compress_size
+            else:
+                largest_plausible = max(info.compress_size, 1) * _MAX_DEFLATE_RATIO
+            if info.compress_size > archive_size or info.file_size > largest_plausible:
+                raise WeightsFormatError(
+                    f"{where}: member {name!r} claims {info.file_size} bytes "
+                    f"({info.compress_size} compressed) in a {archive_size}-byte archive; the "
+                    "zip directory lies or the file is truncated"
+                )
+            with archive.open(info) as member:
+                try:
+                    shape, dtype = _read_npy_header(member)
+                except ValueError as exc:
+                    raise WeightsFormatError(
+                        f"{where}: member {name!r} is not a readable .npy array ({exc})"
+                    ) from exc
+                header_size = member.tell()
+            if dtype.hasobject:
+                raise UnsafePickleError(
+                    f"{where} holds an object array ({name!r}), which only pickle can rebuild; "
+                    "expected numeric arrays (a weights .npz is read with allow_pickle=False)"
+                )
+            data_size = dtype.itemsize * math.prod(shape)  # Python ints: no overflow
+            if header_size + data_size != info.file_size:
+                raise WeightsFormatError(
+                    f"{where}: member {name!r} declares shape {shape} of {dtype}, i.e. "
+                    f"{data_size} bytes of data, but holds {info.file_size - header_size}"
+                )
+
+
+def _read_npz(path: PathLike) -> "tuple[dict[str, np.ndarray], Optional[str]]":
+    """The arrays of an .npz archive, and its fastmlp metadata text if it has some."""
+    try:
+        _check_npz_members(path)
         with np.load(path, allow_pickle=False) as archive:
-            weights = {key: archive[key] for key in archive.files}
+            arrays = {key: archive[key] for key in archive.files}
+    except WeightsFormatError:
+        raise
     except ValueError as exc:
         if "allow_pickle" in str(exc):
             raise UnsafePickleError(
@@ -147,24 +353,67 @@ def _read_npz(path: PathLike) -> dict[str, np.ndarray]:
         raise WeightsFormatError(
             f"{os.fspath(path)!r} is not a readable .npz archive of arrays: {exc}"
         ) from exc
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        OSError,
+        EOFError,
+        # zipfile's answers to encrypted members and unknown compression methods
+        RuntimeError,
+        NotImplementedError,
+    ) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
         raise WeightsFormatError(
             f"{os.fspath(path)!r} starts like a zip (.npz) archive but cannot be read as "
             f"one ({exc}); is it truncated?"
         ) from exc
-    return _check_weights(weights, path, from_pickle=False)
+    metadata = arrays.pop(_METADATA_KEY, None)
+    if metadata is None:
+        return _check_weights(arrays, path, from_pickle=False), None
+    if metadata.shape != () or metadata.dtype.kind != "U":
+        raise WeightsFormatError(
+            f"{os.fspath(path)!r}: {_METADATA_KEY!r} has dtype {metadata.dtype} and shape "
+            f"{metadata.shape}; expected a 0-d unicode array holding JSON"
+        )
+    return _check_weights(arrays, path, from_pickle=False), str(metadata[()])
 
 
-def _read_pickle(path: PathLike, content: bytes) -> dict[str, np.ndarray]:
+def _zip_member_names(path: PathLike) -> "list[str]":
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.namelist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError):
+        return []  # _read_npz reports the damage
+
+
+# -- pickle ---------------------------------------------------------------------------------
+
+
+def _read_pickle(path: PathLike) -> dict[str, np.ndarray]:
+    with open(path, "rb") as file:
+        content = file.read()
+    try:
+        # Walk the opcodes first, without building anything: every length the pickle declares
+        # (a 10**12-byte string in a 100-byte file) is checked against the bytes present, so
+        # the unpickler below never allocates for a size the file cannot back.
+        for _ in pickletools.genops(content):
+            pass
+    except Exception as exc:
+        raise WeightsFormatError(
+            f"{os.fspath(path)!r} is a damaged or truncated pickle ({type(exc).__name__}: "
+            f"{exc}); expected a pickled dict of numpy arrays"
+        ) from exc
     # latin1 lets numpy arrays pickled by Python 2 (the book's era) decode their byte strings.
     unpickler = _ArraysOnlyUnpickler(io.BytesIO(content), encoding="latin1")
     try:
         weights = unpickler.load()
-    except WeightsFormatError:
-        raise
+    except WeightsFormatError as exc:
+        # Raised by find_class and friends, which do not know the file: name it here.
+        raise type(exc)(f"{os.fspath(path)!r}: {exc}") from None
     except Exception as exc:
-        # A truncated or corrupted pickle can fail in many ways (EOFError, UnpicklingError,
-        # and errors raised by numpy while rebuilding an array): all mean "unreadable".
+        # A corrupted pickle can fail in many ways (UnpicklingError, and errors raised by
+        # numpy while rebuilding an array): all mean "unreadable".
         raise WeightsFormatError(
             f"{os.fspath(path)!r} is a damaged or truncated pickle ({type(exc).__name__}: "
             f"{exc}); expected a pickled dict of numpy arrays"
@@ -172,12 +421,143 @@ def _read_pickle(path: PathLike, content: bytes) -> dict[str, np.ndarray]:
     return _check_weights(weights, path, from_pickle=True)
 
 
-def read_weights(path: PathLike) -> dict[str, np.ndarray]:
-    """Read a network's weights from a ``.npz`` archive or a NumPy pickle, without running code.
+# -- other formats --------------------------------------------------------------------------
 
-    The format is recognised by the file's first bytes, not its name: ``PK\\x03\\x04`` is a
-    zip (``.npz``, read with ``allow_pickle=False``), ``\\x80`` is a pickle of protocol 2 or
-    later. Pickles may reference only ``numpy.ndarray``, ``numpy.dtype`` and
+
+def _natural_key(name: str) -> "list[tuple[int, Any]]":
+    # "2.weight" before "10.weight": nn.Sequential numbers its layers, and safetensors files
+    # list tensors in no forward order.
+    return [(0, int(part)) if part.isdigit() else (1, part) for part in name.split(".")]
+
+
+def _is_torch_state_dict(tensors: Mapping[str, np.ndarray]) -> bool:
+    return bool(tensors) and all(
+        key.endswith((".weight", ".bias")) and not _LAYER_KEY.match(key) for key in tensors
+    )
+
+
+def _read_safetensors_file(path: PathLike) -> WeightsFile:
+    tensors, metadata = _safetensors.read_safetensors(path)
+    if _is_torch_state_dict(tensors):
+        # safetensors.torch.save_file(model.state_dict()): Linear weights (out, in) by module
+        # name; the same conversion as a torch.save checkpoint, activations named by the caller.
+        from ._torch_checkpoint import state_dict_to_weights
+
+        ordered = {key: tensors[key] for key in sorted(tensors, key=_natural_key)}
+        converted = dict(state_dict_to_weights(ordered))
+        return WeightsFile(_check_weights(converted, path, from_pickle=False), None, None, "torch")
+    weights = _check_weights(tensors, path, from_pickle=False)
+    record = metadata.get(_SAFETENSORS_METADATA_KEY)
+    if record is None:
+        return WeightsFile(weights, None, None, "safetensors")
+    activations, input_scale = _parse_metadata(record, path, _layer_count(weights))
+    return WeightsFile(weights, activations, input_scale, "safetensors")
+
+
+def _read_torch_checkpoint(path: PathLike) -> WeightsFile:
+    # Imported here: the torch engineer's reader, which needs no torch.
+    from ._torch_checkpoint import read_torch_state_dict, state_dict_to_weights
+
+    weights = state_dict_to_weights(read_torch_state_dict(path))
+    return WeightsFile(_check_weights(dict(weights), path, from_pickle=False), None, None, "torch")
+
+
+def _read_onnx_file(path: PathLike) -> WeightsFile:
+    from ._onnx import read_onnx  # needs the onnx package, imported only for ONNX files
+
+    layers, input_scale = read_onnx(path)
+    weights: dict[str, np.ndarray] = {}
+    for number, (W, b, _) in enumerate(layers, start=1):
+        weights[f"W{number}"], weights[f"b{number}"] = np.asarray(W), np.asarray(b)
+    activations = tuple(activation for _, _, activation in layers)
+    return WeightsFile(
+        _check_weights(weights, path, from_pickle=False), activations, input_scale, "onnx"
+    )
+
+
+def _looks_like_safetensors(head: bytes, file_size: int) -> bool:
+    if len(head) <= _SAFETENSORS_LENGTH_BYTES or head[8:9] != b"{":
+        return False
+    # A pickle (b"\x80...") could by chance have "{" as its 9th byte; as a length, its first
+    # 8 bytes are then huge, so a plausible length settles it.
+    declared = int.from_bytes(head[:_SAFETENSORS_LENGTH_BYTES], "little")
+    return head[0] != _PICKLE_PROTO_OPCODE or declared <= file_size - _SAFETENSORS_LENGTH_BYTES
+
+
+def read_weights_file(path: PathLike) -> WeightsFile:
+    """Read a weights file of any supported format, recognised by its content, never run.
+
+    The first bytes decide, whatever the file is called: a zip is a PyTorch checkpoint when a
+    member is named ``.../data.pkl``, else an ``.npz``; an 8-byte length followed by ``{`` is
+    safetensors; ``\\x80`` is a pickle (protocol 2+); ``\\x08`` is an ONNX model.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+
+    Returns
+    -------
+    WeightsFile
+        The arrays ``W1, b1, ..., Wn, bn``, plus the activations and input scale when the
+        file records them (files written by :func:`save`, ONNX models).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    UnsafePickleError
+        If a pickle names a global outside the allowlist, or a file holds something other
+        than numeric arrays (a list, an ``object`` array, a Python object).
+    WeightsFormatError
+        If the file is empty, truncated, of an unknown format, declares sizes its bytes do
+        not back, has keys other than W1, b1, ..., Wn, bn, or carries invalid fastmlp
+        metadata (unknown activations, one count per layer violated, non-finite input_scale).
+    ImportError
+        For an ONNX model when the ``onnx`` package is missing.
+
+    Examples
+    --------
+    >>> read_weights_file("model.safetensors").activations  # doctest: +SKIP
+    ('relu', 'softmax')
+    """
+    with open(path, "rb") as file:
+        file_size = os.fstat(file.fileno()).st_size
+        head = file.read(16)
+    where = repr(os.fspath(path))
+    if not head:
+        raise WeightsFormatError(f"{where} is empty; expected {_FORMATS_KNOWN}")
+    if head.startswith(_ZIP_MAGICS):
+        # torch.save writes <archive>/data.pkl; an npz member such as "mydata.pkl" is not one.
+        if any(name.split("/")[-1] == "data.pkl" for name in _zip_member_names(path)):
+            return _read_torch_checkpoint(path)
+        weights, record = _read_npz(path)
+        if record is None:
+            return WeightsFile(weights, None, None, "npz")
+        activations, input_scale = _parse_metadata(record, path, _layer_count(weights))
+        return WeightsFile(weights, activations, input_scale, "npz")
+    if _looks_like_safetensors(head, file_size):
+        return _read_safetensors_file(path)
+    if head[0] == _PICKLE_PROTO_OPCODE:
+        return WeightsFile(_read_pickle(path), None, None, "pickle")
+    if head.startswith(_NPY_MAGIC):
+        raise WeightsFormatError(
+            f"{where} is a single .npy array; expected a .npz archive (np.savez) "
+            "or a pickle holding W1, b1, W2, ..."
+        )
+    if head[0] == _ONNX_FIRST_BYTE:
+        return _read_onnx_file(path)
+    raise WeightsFormatError(
+        f"{where} is of an unknown format (starts with {head[:8]!r}); expected {_FORMATS_KNOWN}"
+    )
+
+
+def read_weights(path: PathLike) -> dict[str, np.ndarray]:
+    """Read a network's weights from any supported file, without running code.
+
+    The format is recognised by the file's content, not its name (see
+    :func:`read_weights_file`, which also returns recorded activations and input scale).
+    Pickles may reference only ``numpy.ndarray``, ``numpy.dtype`` and
     ``numpy[._]core.multiarray._reconstruct``; any other global is refused before it is
     imported.
 
@@ -208,26 +588,7 @@ def read_weights(path: PathLike) -> dict[str, np.ndarray]:
     >>> {key: array.shape for key, array in weights.items()}  # doctest: +SKIP
     {'W1': (784, 50), 'b1': (50,), 'W2': (50, 100), 'b2': (100,), 'W3': (100, 10), 'b3': (10,)}
     """
-    with open(path, "rb") as file:
-        content = file.read()
-    if not content:
-        raise WeightsFormatError(
-            f"{os.fspath(path)!r} is empty; expected a .npz archive or a pickle of weights"
-        )
-    if content.startswith(_ZIP_MAGICS):
-        return _read_npz(path)
-    if content[0] == _PICKLE_PROTO_OPCODE:
-        return _read_pickle(path, content)
-    if content.startswith(_NPY_MAGIC):
-        raise WeightsFormatError(
-            f"{os.fspath(path)!r} is a single .npy array; expected a .npz archive (np.savez) "
-            "or a pickle holding W1, b1, W2, ..."
-        )
-    raise WeightsFormatError(
-        f"{os.fspath(path)!r} is of an unknown format (starts with {content[:8]!r}); expected "
-        "a .npz archive (starting b'PK\\x03\\x04') or a pickle of protocol 2+ (starting "
-        "b'\\x80')"
-    )
+    return read_weights_file(path).weights
 
 
 def save_npz(path: PathLike, weights: Mapping[str, np.ndarray]) -> None:
@@ -255,28 +616,90 @@ def save_npz(path: PathLike, weights: Mapping[str, np.ndarray]) -> None:
     np.savez(path, **arrays)
 
 
+# -- load and save --------------------------------------------------------------------------
+
+
+def _choose_activations(
+    file: WeightsFile,
+    path: PathLike,
+    hidden: Optional[str],
+    output: Optional[str],
+    activations: Optional[Sequence[str]],
+) -> "list[str]":
+    n_layers = _layer_count(file.weights)
+    where = repr(os.fspath(path))
+    if activations is not None:
+        if hidden is not None or output is not None:
+            raise ValueError(
+                "pass either activations= (one name per layer) or hidden=/output=, not both"
+            )
+        if isinstance(activations, str):
+            raise TypeError(
+                f"activations must be a sequence of names, one per layer, got the str "
+                f"{activations!r}"
+            )
+        names = list(activations)
+        if len(names) != n_layers:
+            raise ValueError(
+                f"activations has {len(names)} names but {where} holds {n_layers} layers; "
+                "expected one name per layer"
+            )
+        return names
+    chosen: list[str]
+    if file.activations is not None:
+        chosen = list(file.activations)
+    elif file.format == "torch":
+        needed = {"output": output} if n_layers == 1 else {"hidden": hidden, "output": output}
+        missing = [name for name, value in needed.items() if value is None]
+        if missing:
+            raise ValueError(
+                f"{where} holds a PyTorch state_dict, which records no activations; name them "
+                f"with activations=[...] ({n_layers} names) or hidden= and output= "
+                f"(missing: {', '.join(missing)})"
+            )
+        # Placeholders: the caller's names, all given, replace them just below.
+        chosen = [_DEFAULT_HIDDEN] * (n_layers - 1) + [_DEFAULT_OUTPUT]
+    else:
+        chosen = [_DEFAULT_HIDDEN] * (n_layers - 1) + [_DEFAULT_OUTPUT]
+    if hidden is not None:
+        chosen[:-1] = [hidden] * (n_layers - 1)
+    if output is not None:
+        chosen[-1] = output
+    return chosen
+
+
 def load(
     path: PathLike,
     *,
-    hidden: str = "sigmoid",
-    output: str = "softmax",
-    input_scale: float | None = None,
+    hidden: Optional[str] = None,
+    output: Optional[str] = None,
+    activations: Optional[Sequence[str]] = None,
+    input_scale: Optional[float] = None,
     dtype: Any = None,
 ) -> MLP:
-    """Load a network from a weights file (see :func:`read_weights`) into an :class:`MLP`.
+    """Load a network from a weights file of any supported format into an :class:`MLP`.
+
+    The format is recognised by content (see :func:`read_weights_file`); nothing in the file
+    is executed. Activations and input scale come from the file when it records them (files
+    written by :func:`save`, ONNX models); arguments given here override the file.
 
     Parameters
     ----------
     path : str or os.PathLike
-        A ``.npz`` archive or a NumPy pickle holding W1, b1, ..., Wn, bn.
+        A ``.npz``, ``.safetensors``, NumPy pickle, PyTorch checkpoint or ONNX file.
     hidden : str, optional
-        Activation of the hidden layers. Default ``"sigmoid"``, as in the book.
+        Activation of every hidden layer, overriding the file's. For files that record no
+        activations the default is ``"sigmoid"``, as in the book.
     output : str, optional
-        Activation of the output layer. Default ``"softmax"``.
+        Activation of the output layer, overriding the file's. Default for files that record
+        none: ``"softmax"``.
+    activations : sequence of str, optional
+        One activation per layer; exclusive with ``hidden`` and ``output``.
     input_scale : float, optional
         Factor applied to the inputs inside the kernel, e.g. ``1/255`` for raw pixels.
+        Default: the file's, else none.
     dtype : numpy dtype, optional
-        Compute dtype; default: the weights' own.
+        Compute dtype; default: float32 if every weight is float32, else float64.
 
     Returns
     -------
@@ -286,7 +709,12 @@ def load(
     Raises
     ------
     UnsafePickleError, WeightsFormatError
-        As :func:`read_weights`.
+        As :func:`read_weights_file`.
+    ValueError
+        If ``activations`` does not have one name per layer or is combined with
+        ``hidden``/``output``, if a PyTorch checkpoint is loaded without naming its
+        activations, or if the weights do not form a network (shapes that do not chain, an
+        unknown activation name).
 
     Examples
     --------
@@ -294,10 +722,125 @@ def load(
     >>> net = fastmlp.load("sample_weight.pkl", input_scale=1 / 255)  # doctest: +SKIP
     >>> net.predict(images[:3])  # doctest: +SKIP
     array([7, 2, 1])
+    >>> net.save("net.safetensors")  # doctest: +SKIP
+    >>> fastmlp.load("net.safetensors") == net  # doctest: +SKIP
+    True
     """
     # Imported here so that reading weights works even where the compiled core is missing.
     from ._model import MLP
 
-    return MLP.from_dict(
-        read_weights(path), hidden=hidden, output=output, input_scale=input_scale, dtype=dtype
-    )
+    file = read_weights_file(path)
+    names = _choose_activations(file, path, hidden, output, activations)
+    layers = [
+        (file.weights[f"W{number}"], file.weights[f"b{number}"], name)
+        for number, name in enumerate(names, start=1)
+    ]
+    scale = file.input_scale if input_scale is None else input_scale
+    return MLP(layers, input_scale=scale, dtype=dtype)
+
+
+_SAVE_FORMATS = {".npz": "npz", ".safetensors": "safetensors"}
+
+
+def _write_atomically(path: pathlib.Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write through a temporary file in the same folder, then rename it over ``path``.
+
+    A failure (a full disk, an exception while writing) leaves ``path`` as it was: never a
+    half-written file that would later load as a truncated one.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            # Mode 0o666 lets the umask decide permissions, as for a file open() creates.
+            descriptor = os.open(temporary, flags, 0o666)
+            break
+        except FileExistsError:  # pragma: no cover - a 48-bit random name collided
+            continue
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+
+
+def save(model: MLP, path: PathLike, *, format: Optional[str] = None) -> pathlib.Path:
+    """Save a network, its activations and input scale to ``.npz`` or ``.safetensors``.
+
+    ``fastmlp.load(path) == model`` afterwards: the arrays keep the model's dtype (float32 or
+    float64) bit for bit. The activations and input scale are stored as JSON text
+    ``{"fastmlp": 1, "activations": [...], "input_scale": ...}``: in an ``.npz`` as the
+    0-d string array ``__fastmlp__`` (the archive still opens with
+    ``np.load(allow_pickle=False)``), in a ``.safetensors`` file as
+    ``__metadata__["fastmlp"]``. Neither format can carry code.
+
+    The file is written to a temporary name in the same folder and renamed into place, so a
+    failed save never leaves a partial file.
+
+    Parameters
+    ----------
+    model : MLP
+        The network.
+    path : str or os.PathLike
+        Destination, used exactly as given (no suffix is added).
+    format : {"npz", "safetensors"}, optional
+        Default: from the suffix of ``path`` (``.npz`` or ``.safetensors``).
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+
+    Raises
+    ------
+    TypeError
+        If ``model`` is not an :class:`MLP`.
+    ValueError
+        If ``format`` is unknown, or is None and the suffix is neither ``.npz`` nor
+        ``.safetensors``.
+
+    Examples
+    --------
+    >>> fastmlp.save(net, "net.safetensors")  # doctest: +SKIP
+    PosixPath('net.safetensors')
+    """
+    from ._model import MLP
+
+    if not isinstance(model, MLP):
+        raise TypeError(f"model must be a fastmlp.MLP, got {type(model).__name__}")
+    destination = pathlib.Path(path)
+    if format is None:
+        chosen = _SAVE_FORMATS.get(destination.suffix.lower())
+        if chosen is None:
+            raise ValueError(
+                f"cannot tell the format from the name {os.fspath(path)!r}; use the suffix "
+                '.npz or .safetensors, or pass format="npz" or format="safetensors"'
+            )
+    elif format in _SAVE_FORMATS.values():
+        chosen = format
+    else:
+        raise ValueError(f'format is {format!r}; expected "npz" or "safetensors"')
+    arrays: dict[str, np.ndarray] = {}
+    for number, (W, b) in enumerate(zip(model.coefs_, model.intercepts_), start=1):
+        arrays[f"W{number}"], arrays[f"b{number}"] = W, b
+    record = _metadata_json(model)
+    if chosen == "npz":
+        arrays[_METADATA_KEY] = np.array(record)
+
+        def write(file: IO[bytes]) -> None:
+            np.savez(file, **arrays)
+
+    else:
+
+        def write(file: IO[bytes]) -> None:
+            _safetensors.dump_safetensors(file, arrays, {_SAFETENSORS_METADATA_KEY: record})
+
+    _write_atomically(destination, write)
+    return destination

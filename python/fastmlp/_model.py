@@ -264,6 +264,33 @@ class MLP:
         layers = list(zip(self._coefs, self._intercepts, self._activations))
         return (_rebuild, (layers, self._input_scale, self._dtype.name))
 
+    def save(self, path: Any, *, format: Optional[str] = None) -> Any:
+        """Saves the network, its activations and input scale to ``.npz`` or ``.safetensors``.
+
+        ``fastmlp.load(path) == self`` afterwards. See :func:`fastmlp.save`.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Destination, used exactly as given.
+        format : {"npz", "safetensors"}, optional
+            Default: from the suffix of ``path``.
+
+        Returns
+        -------
+        pathlib.Path
+            The path written.
+
+        Raises
+        ------
+        ValueError
+            If ``format`` is unknown, or is None and the suffix is neither ``.npz`` nor
+            ``.safetensors``.
+        """
+        from ._io import save
+
+        return save(self, path, format=format)
+
     # -- inference -----------------------------------------------------------------------
 
     def _rows(self, X: Any) -> "tuple[np.ndarray, bool]":

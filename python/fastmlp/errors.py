@@ -12,8 +12,9 @@ __all__ = ["DataFormatError", "UnsafePickleError", "WeightsFormatError"]
 class WeightsFormatError(ValueError):
     """A weights file is malformed, truncated, empty or of an unknown format.
 
-    Raised by :func:`fastmlp.load` and :func:`fastmlp._io.read_weights`. The message says
-    which file was read, what was found and what was expected.
+    Raised by :func:`fastmlp.load`, :func:`fastmlp.from_torch_checkpoint` and
+    :func:`fastmlp.from_onnx`. The message says which file was read, what was found and what
+    was expected.
     """
 
 
@@ -28,8 +29,10 @@ class UnsafePickleError(WeightsFormatError):
 
 
 class DataFormatError(ValueError):
-    """A data file (IDX or ``.npz``) is malformed: bad magic, truncated, or sizes disagree.
+    """A data file (IDX, ``.npz``, ``.npy`` or CSV) is malformed: bad magic, truncated, sizes
+    that disagree, or a cell that is not a number.
 
-    Raised by :func:`fastmlp.datasets.read_idx` and :func:`fastmlp.datasets.load_mnist`. The
-    message names the file and gives the expected and the found values.
+    Raised by :func:`fastmlp.datasets.read_idx`, :func:`~fastmlp.datasets.load_mnist`,
+    :func:`~fastmlp.datasets.read_npy` and :func:`~fastmlp.datasets.read_csv`. The message
+    names the file and gives the expected and the found values.
     """

@@ -1,0 +1,332 @@
+"""The safetensors format, read and written with NumPy alone (the ``safetensors`` package is not
+needed at run time).
+
+A file is an 8-byte little-endian header length ``N``, ``N`` bytes of UTF-8 JSON describing
+each tensor (``dtype``, ``shape``, ``data_offsets`` relative to the data buffer) plus an
+optional ``__metadata__`` map of strings, then the data buffer. Everything the header declares
+is checked against the file's real size, with Python integers (no overflow), before any array
+is allocated: a 200-byte file can never make the reader reserve gigabytes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from typing import IO, Any, Dict, Optional, Tuple, Union
+
+import numpy as np
+
+from .errors import WeightsFormatError
+
+__all__ = ["read_safetensors", "write_safetensors"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+# The reference implementation's limit: a header longer than this is refused unread.
+MAX_HEADER_BYTES = 100_000_000
+_LENGTH_BYTES = 8
+_ALIGNMENT = 8  # the header is padded so that the data buffer starts 8-byte aligned
+_METADATA_KEY = "__metadata__"
+_ENTRY_KEYS = frozenset(("dtype", "shape", "data_offsets"))
+
+# On-disk dtypes (always little-endian) we read and write. The order is the reference's dtype
+# order: tensors are written largest rank first, which keeps every tensor aligned to its own
+# item size once the buffer itself is 8-byte aligned.
+_DTYPES: Dict[str, np.dtype] = {
+    "BOOL": np.dtype("?"),
+    "U8": np.dtype("u1"),
+    "I8": np.dtype("i1"),
+    "I16": np.dtype("<i2"),
+    "U16": np.dtype("<u2"),
+    "F16": np.dtype("<f2"),
+    "I32": np.dtype("<i4"),
+    "U32": np.dtype("<u4"),
+    "F32": np.dtype("<f4"),
+    "F64": np.dtype("<f8"),
+    "I64": np.dtype("<i8"),
+    "U64": np.dtype("<u8"),
+}
+_WRITE_RANK = {name: rank for rank, name in enumerate(_DTYPES)}
+# Valid safetensors dtypes NumPy has no type for; named in the error so the fix is obvious.
+_KNOWN_UNSUPPORTED = ("BF16", "F8_E4M3", "F8_E5M2", "F8_E8M0", "F6_E2M3", "F6_E3M2", "F4", "C64")
+_SUPPORTED_NAMES = ", ".join(_DTYPES)
+
+
+def _dtype_name(dtype: np.dtype) -> Optional[str]:
+    """The safetensors name of a NumPy dtype (any byte order), or None if it has none."""
+    for name, stored in _DTYPES.items():
+        if dtype.kind == stored.kind and dtype.itemsize == stored.itemsize:
+            return name
+    return None
+
+
+# -- reading --------------------------------------------------------------------------------
+
+
+def _refuse_duplicate_keys(pairs: "list[tuple[str, Any]]") -> "dict[str, Any]":
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"the key {key!r} appears twice")
+        result[key] = value
+    return result
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _is_int(value: Any) -> bool:
+    # JSON true/false arrive as bool, a subclass of int: never a size or an offset.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class _Tensor:
+    __slots__ = ("name", "dtype", "shape", "begin", "end")
+
+    def __init__(self, name: str, dtype: np.dtype, shape: Tuple[int, ...], begin: int, end: int):
+        self.name, self.dtype, self.shape, self.begin, self.end = name, dtype, shape, begin, end
+
+
+def _parse_entry(name: str, entry: Any, fail: Any) -> _Tensor:
+    if not isinstance(entry, dict) or set(entry) != _ENTRY_KEYS:
+        found = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
+        raise fail(
+            f"tensor {name!r} is described by {found}; expected an object with exactly "
+            "'dtype', 'shape' and 'data_offsets'"
+        )
+    dtype_name, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if dtype_name not in _DTYPES:
+        if dtype_name in _KNOWN_UNSUPPORTED:
+            problem = f"has dtype {dtype_name}, which NumPy (and so fastmlp) cannot represent"
+        else:
+            problem = f"has an unknown dtype {dtype_name!r:.40}"
+        raise fail(
+            f"tensor {name!r} {problem}; supported dtypes are {_SUPPORTED_NAMES} (save the "
+            "weights as F32 or F64)"
+        )
+    if not isinstance(shape, list) or not all(_is_int(size) and size >= 0 for size in shape):
+        raise fail(
+            f"tensor {name!r} has shape {shape!r:.80}; expected a list of non-negative integers"
+        )
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(_is_int(offset) for offset in offsets)
+        or not 0 <= offsets[0] <= offsets[1]
+    ):
+        raise fail(
+            f"tensor {name!r} has data_offsets {offsets!r:.80}; expected [begin, end] with "
+            "0 <= begin <= end"
+        )
+    dtype = _DTYPES[dtype_name]
+    begin, end = offsets
+    # Python integers: a product of huge dimensions cannot wrap around to a small size.
+    expected = dtype.itemsize * math.prod(shape)
+    if end - begin != expected:
+        raise fail(
+            f"tensor {name!r} ({dtype_name}, shape {tuple(shape)}) needs {expected} bytes but "
+            f"its data_offsets [{begin}, {end}] span {end - begin}"
+        )
+    return _Tensor(name, dtype, tuple(shape), begin, end)
+
+
+def _parse_header(text: bytes, buffer_size: int, fail: Any) -> "tuple[list[_Tensor], dict]":
+    try:
+        decoded = text.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise fail(f"header is not valid UTF-8 ({exc})") from exc
+    if not decoded.startswith("{"):
+        raise fail(f"header starts with {decoded[:20]!r}; expected a JSON object starting '{{'")
+    try:
+        header = json.loads(
+            decoded, object_pairs_hook=_refuse_duplicate_keys, parse_constant=_refuse_constant
+        )
+    except (ValueError, RecursionError) as exc:
+        raise fail(f"header is not valid JSON ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(header, dict):
+        raise fail(f"header is a JSON {type(header).__name__}; expected an object")
+    metadata = header.pop(_METADATA_KEY, {})
+    if not isinstance(metadata, dict) or not all(
+        isinstance(value, str) for value in metadata.values()
+    ):
+        raise fail(f"{_METADATA_KEY} is {metadata!r:.80}; expected an object of strings")
+    tensors = [_parse_entry(name, entry, fail) for name, entry in header.items()]
+    # The tensors, in offset order, must tile the buffer exactly: no overlap (two names for
+    # one piece of memory), no gap, nothing after the last one.
+    position = 0
+    for tensor in sorted(tensors, key=lambda t: (t.begin, t.end)):
+        if tensor.begin != position:
+            problem = "overlaps the previous tensor" if tensor.begin < position else "leaves a gap"
+            raise fail(
+                f"tensor {tensor.name!r} starts at byte {tensor.begin} of the data buffer and "
+                f"{problem}; expected it to start at byte {position}"
+            )
+        if tensor.end > buffer_size:
+            raise fail(
+                f"tensor {tensor.name!r} ends at byte {tensor.end} of the data buffer, but the "
+                f"buffer holds only {buffer_size} bytes: truncated, or the header lies"
+            )
+        position = tensor.end
+    if position != buffer_size:
+        raise fail(
+            f"the data buffer holds {buffer_size} bytes but the tensors cover only {position}; "
+            "expected every byte to belong to a tensor"
+        )
+    return tensors, metadata
+
+
+def read_safetensors(path: PathLike) -> "tuple[dict[str, np.ndarray], dict[str, str]]":
+    """Read every tensor and the metadata of a ``.safetensors`` file, checking it strictly.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+
+    Returns
+    -------
+    tensors : dict of str to numpy.ndarray
+        In the header's order; writable native-byte-order arrays owning their memory.
+    metadata : dict of str to str
+        The ``__metadata__`` map (empty when absent).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    WeightsFormatError
+        If the header length exceeds the file or 100 MB, the header is not UTF-8 JSON, an
+        entry is malformed, a dtype is unsupported (BF16, F8, ...), a tensor's size disagrees
+        with its shape, tensors overlap or leave bytes uncovered, or a BOOL byte is not 0 or 1.
+    """
+    where = repr(os.fspath(path))
+
+    def fail(message: str) -> WeightsFormatError:
+        return WeightsFormatError(f"{where} is not a valid safetensors file: {message}")
+
+    with open(path, "rb") as file:
+        file_size = os.fstat(file.fileno()).st_size
+        prefix = file.read(_LENGTH_BYTES)
+        if len(prefix) < _LENGTH_BYTES:
+            raise fail(f"it is {len(prefix)} bytes long, shorter than the 8-byte header length")
+        header_size = int.from_bytes(prefix, "little")
+        available = file_size - _LENGTH_BYTES
+        if header_size > available:
+            raise fail(
+                f"the header length says {header_size} bytes but only {available} bytes follow"
+            )
+        if header_size > MAX_HEADER_BYTES:
+            raise fail(f"the header is {header_size} bytes long, over the {MAX_HEADER_BYTES} limit")
+        text = file.read(header_size)
+        if len(text) != header_size:
+            raise fail(f"the file ends inside its {header_size}-byte header")
+        buffer_size = available - header_size
+        tensors, metadata = _parse_header(text, buffer_size, fail)
+        # Read each tensor straight into the array that will be returned (sizes were checked
+        # above, so each allocation is backed by bytes of the file): no view into a file or a
+        # mapping outlives this function, and peak memory is the data size, not twice it.
+        data_start = _LENGTH_BYTES + header_size
+        arrays: dict[str, np.ndarray] = {}
+        for tensor in tensors:
+            try:
+                array = np.empty(tensor.shape, dtype=tensor.dtype)
+            except ValueError as exc:  # more dimensions than NumPy supports
+                raise fail(f"tensor {tensor.name!r} has shape {tensor.shape}: {exc}") from exc
+            if array.size:
+                file.seek(data_start + tensor.begin)
+                got = file.readinto(array.data.cast("B"))
+                if got != tensor.end - tensor.begin:
+                    raise fail(f"the file ended while reading tensor {tensor.name!r}")
+            if tensor.dtype.kind == "b" and np.any(array.view(np.uint8) > 1):
+                raise fail(f"BOOL tensor {tensor.name!r} holds bytes other than 0 and 1")
+            arrays[tensor.name] = array.astype(tensor.dtype.newbyteorder("="), copy=False)
+    return arrays, dict(metadata)
+
+
+# -- writing --------------------------------------------------------------------------------
+
+
+def _prepare(
+    tensors: Mapping[str, Any], metadata: Optional[Mapping[str, str]]
+) -> "tuple[bytes, list[np.ndarray]]":
+    """The padded header (with its length prefix) and the arrays in the order to write them."""
+    entries = []
+    for name, value in tensors.items():
+        if not isinstance(name, str) or name == _METADATA_KEY:
+            raise ValueError(
+                f"tensor name {name!r} is not allowed; expected a str other than {_METADATA_KEY!r}"
+            )
+        array = np.asarray(value)
+        dtype_name = _dtype_name(array.dtype)
+        if dtype_name is None:
+            raise TypeError(
+                f"tensor {name!r} has dtype {array.dtype}, which safetensors cannot store here; "
+                f"supported: {_SUPPORTED_NAMES}"
+            )
+        # asarray, not ascontiguousarray: the latter turns a 0-d array into shape (1,).
+        stored = np.asarray(array, dtype=_DTYPES[dtype_name], order="C")
+        entries.append((dtype_name, name, stored))
+    entries.sort(key=lambda entry: (-_WRITE_RANK[entry[0]], entry[1]))
+    header: dict[str, Any] = {}
+    if metadata is not None:
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+            raise TypeError(f"metadata must map str to str, got {dict(metadata)!r:.120}")
+        header[_METADATA_KEY] = dict(metadata)
+    offset = 0
+    for dtype_name, name, stored in entries:
+        header[name] = {
+            "dtype": dtype_name,
+            "shape": list(stored.shape),
+            "data_offsets": [offset, offset + stored.nbytes],
+        }
+        offset += stored.nbytes
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % _ALIGNMENT)
+    return len(text).to_bytes(_LENGTH_BYTES, "little") + text, [entry[2] for entry in entries]
+
+
+def _write_prepared(file: IO[bytes], header: bytes, arrays: "list[np.ndarray]") -> None:
+    file.write(header)
+    for array in arrays:
+        if array.size:
+            file.write(array.reshape(-1).view(np.uint8).data)
+
+
+def dump_safetensors(
+    file: IO[bytes], tensors: Mapping[str, Any], metadata: Optional[Mapping[str, str]] = None
+) -> None:
+    """Write a safetensors file to an open binary file (see :func:`write_safetensors`)."""
+    header, arrays = _prepare(tensors, metadata)
+    _write_prepared(file, header, arrays)
+
+
+def write_safetensors(
+    path: PathLike, tensors: Mapping[str, Any], metadata: Optional[Mapping[str, str]] = None
+) -> None:
+    """Write tensors as a ``.safetensors`` file, laid out as the reference implementation does.
+
+    Tensors are ordered by dtype (widest first) then name, stored little-endian and
+    C-contiguous; the JSON header is padded with spaces to a multiple of 8 bytes.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination, written as given (no suffix added).
+    tensors : mapping of str to array_like
+        Names and arrays of a supported dtype (bool, int8..64, uint8..64, float16/32/64).
+    metadata : mapping of str to str, optional
+        Stored as ``__metadata__``.
+
+    Raises
+    ------
+    TypeError
+        If an array's dtype cannot be stored, or metadata is not str to str.
+    ValueError
+        If a name is not a str or is ``"__metadata__"``.
+    """
+    header, arrays = _prepare(tensors, metadata)  # validate before creating the file
+    with open(path, "wb") as file:
+        _write_prepared(file, header, arrays)
