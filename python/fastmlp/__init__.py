@@ -7,7 +7,8 @@ NumPy's dtype rules and raises clear errors. The public API:
 - the model: :class:`MLP` (``predict_proba``, ``predict_log_proba``, ``predict``, ``score``)
 - weights: :func:`load` (``.npz``, ``.safetensors``, the tutorial's pickle, PyTorch, ONNX;
   nothing in a file is executed), :func:`save` / ``MLP.save`` (``.npz``, ``.safetensors``)
-- importers: :func:`from_torch`, :func:`from_torch_checkpoint` (read without torch installed)
+- importers: :func:`from_sklearn`, :func:`from_keras`, :func:`from_onnx` (and ``MLP.to_onnx``),
+  :func:`from_torch`, :func:`from_torch_checkpoint` (read without torch installed)
 - threads: :func:`set_num_threads`, :func:`get_num_threads` (or ``FASTMLP_NUM_THREADS``)
 - :mod:`fastmlp.reference`: the plain NumPy ground truth the tests compare against.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 from . import _core, reference
 from ._functions import dense, identity, log_softmax, sigmoid, softmax
+from ._interop import from_keras, from_onnx, from_sklearn
 from ._io import load, save
 from ._model import MLP
 from ._torch import from_torch, from_torch_checkpoint
@@ -30,6 +32,9 @@ __all__ = [
     "WeightsFormatError",
     "cpu_level",
     "dense",
+    "from_keras",
+    "from_onnx",
+    "from_sklearn",
     "from_torch",
     "from_torch_checkpoint",
     "get_num_threads",

@@ -497,6 +497,26 @@ class MLP:
             raise ValueError("score needs at least one row")
         return float(np.mean(predicted == y))
 
+    def to_onnx(self, path: Any) -> Any:
+        """Writes the model as an ONNX file that onnxruntime runs (needs ``fastmlp[onnx]``).
+
+        One ``Gemm`` + activation node per layer, opset 13, input ``"X"`` of shape
+        ``("N", K)`` in the model's dtype; ``fastmlp.from_onnx`` reads it back equal.
+
+        Returns
+        -------
+        pathlib.Path
+            ``path``.
+
+        Raises
+        ------
+        ImportError
+            If the ``onnx`` package is not installed.
+        """
+        from ._onnx import write_onnx
+
+        return write_onnx(self, path)
+
 
 def _rebuild(layers: "list[Layer]", input_scale: Optional[float], dtype: str) -> MLP:
     return MLP(layers, input_scale=input_scale, dtype=dtype)
