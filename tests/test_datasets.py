@@ -166,6 +166,32 @@ def test_extra_bytes_after_payload(tmp_path, digits):
         read_idx(path)
 
 
+def test_gzip_bomb_is_not_decompressed_past_its_header(tmp_path):
+    # 2 labels declared, then 256 MiB of zeros: a 256 KiB file. Reading must stop one byte
+    # past the declared payload instead of inflating everything.
+    import tracemalloc
+
+    content = bytes([0, 0, 8, 1]) + struct.pack(">I", 2) + bytes(256 << 20)
+    path = tmp_path / "bomb.gz"
+    path.write_bytes(gzip.compress(content, compresslevel=9))
+    del content
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataFormatError, match="longer than its header says"):
+            read_idx(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 << 20, f"read_idx allocated {peak} bytes for a 2-byte payload"
+
+
+def test_gzip_declaring_more_than_it_can_inflate_to(tmp_path):
+    content = bytes([0, 0, 8, 3]) + struct.pack(">3I", 100_000, 28, 28) + bytes(100)
+    path = _write(tmp_path / "images.gz", content, gz=True)
+    with pytest.raises(DataFormatError, match="cannot decompress to more than"):
+        read_idx(path)
+
+
 def test_damaged_gzip(tmp_path, digits):
     compressed = gzip.compress(_idx_bytes(digits[0]))
     path = tmp_path / "images.gz"

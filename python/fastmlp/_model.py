@@ -8,7 +8,7 @@ from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import _core
+from . import _core, _mapped
 from ._functions import ACTIVATIONS, MAX_THREADS, check_out, check_threads
 
 __all__ = ["MLP"]
@@ -351,6 +351,12 @@ class MLP:
         out: Optional[np.ndarray],
         log: bool,
     ) -> np.ndarray:
+        if isinstance(X, np.ndarray) and X.nbytes > _mapped.CHUNK_BYTES and _mapped.should_chunk(X):
+            # Memory-mapped input larger than a chunk: run it in row chunks, handing each
+            # chunk's pages back to the kernel, so a file larger than memory never is read in.
+            result = _mapped.forward_in_chunks(self, X, batch_size, threads, out, log)
+            if result is not None:
+                return result
         if (
             batch_size is None
             and out is None
@@ -464,6 +470,10 @@ class MLP:
         if self.n_outputs_ == 1 and self.out_activation_ == "sigmoid":
             values = self.predict_proba(X, batch_size, threads=threads)
             return (values[..., 0] > 0.5).astype(np.int64)
+        if isinstance(X, np.ndarray) and X.nbytes > _mapped.CHUNK_BYTES and _mapped.should_chunk(X):
+            labels = _mapped.predict_in_chunks(self, X, batch_size, threads)  # as in _forward
+            if labels is not None:
+                return labels
         rows, single = self._rows(X)
         size = self._batch_size(batch_size)
         threads = check_threads(threads)

@@ -1,4 +1,5 @@
-"""The ``fastmlp`` command: ``fastmlp demo`` reproduces the tutorial, ``fastmlp bench`` times peers.
+"""The ``fastmlp`` command: ``demo`` reproduces the tutorial, ``bench`` times peers, ``predict``
+runs a network over a data file, ``convert`` rewrites a weights file as ``.npz``/``.safetensors``.
 
 ``fastmlp demo`` runs the tutorial's MNIST evaluation three ways (NumPy one image per call,
 NumPy 100 images per call, fastmlp in one call) on raw pixels and on pixels / 255, and prints
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import secrets
 import sys
 import textwrap
 import time
@@ -17,7 +20,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -107,6 +110,8 @@ def _build_parser() -> argparse.ArgumentParser:
         add_help=False,
         help="time fastmlp against NumPy and other engines (fastmlp bench --help)",
     )
+    _add_predict_parser(commands)
+    _add_convert_parser(commands)
     return parser
 
 
@@ -143,6 +148,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if options.command is None:
         parser.print_help(sys.stderr)
         return 2
+    if options.command in ("predict", "convert"):
+        runner = _run_predict if options.command == "predict" else _run_convert
+        try:
+            return runner(options)
+        except CommandError as exc:
+            print(f"fastmlp {options.command}: error: {exc}", file=sys.stderr)
+            return exc.exit_code
     try:
         return _run_demo(options)
     except DemoError as exc:
@@ -479,4 +491,356 @@ def _run_demo(options: argparse.Namespace) -> int:
                 scaled.measurements[-1].predictions,
             )
         )
+    return 0
+
+
+# --- predict and convert ---------------------------------------------------------------------
+
+PREDICT_DESCRIPTION = (
+    "Run a network over a data file and write its outputs (or labels) as a .npy. IN is "
+    "recognised by content: a .npy (memory-mapped, processed chunk by chunk, so it may be "
+    "larger than memory), an IDX file (gzip or raw, as MNIST's) or CSV text of numbers. OUT "
+    "is written chunk by chunk to a temporary file renamed into place at the end, so a failure "
+    "never leaves a partial file."
+)
+CONVERT_DESCRIPTION = (
+    "Read a weights file that fastmlp.load reads (.npz, .safetensors, the book's pickle, a "
+    "PyTorch checkpoint, ONNX) and write it as .npz or .safetensors with its activations and "
+    "input scale recorded, so that fastmlp.load(OUT) needs no options."
+)
+# The progress line is redrawn at most this often: often enough to look live, rarely enough
+# that drawing it costs nothing next to the work.
+PROGRESS_INTERVAL_SECONDS = 0.1
+
+
+class CommandError(Exception):
+    """A problem the user can fix, reported as ``fastmlp COMMAND: error: ...`` with an exit code.
+
+    Exit code 1: a file is missing, unreadable or does not fit; 2: the options do not work
+    together (argparse's own usage errors exit with 2 as well).
+    """
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _activation_name(text: str) -> str:
+    from ._functions import ACTIVATIONS
+
+    name = text.strip()
+    if name not in ACTIVATIONS:
+        raise argparse.ArgumentTypeError(
+            f"unknown activation {name!r}; expected one of {', '.join(ACTIVATIONS)}"
+        )
+    return name
+
+
+def _activation_list(text: str) -> list[str]:
+    return [_activation_name(name) for name in text.split(",")]
+
+
+def _input_scale(text: str) -> float:
+    # "1/255" is accepted as well as "0.00392...": the fraction is what people think of.
+    numerator, slash, denominator = text.partition("/")
+    try:
+        value = float(numerator) / float(denominator) if slash else float(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(
+            f"expected a number such as 0.5 or 1/255, got {text!r}"
+        ) from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--hidden",
+        metavar="A",
+        type=_activation_name,
+        help="activation of every hidden layer, for files that do not record it "
+        "(default: the file's, else sigmoid)",
+    )
+    parser.add_argument(
+        "--output",
+        metavar="A",
+        type=_activation_name,
+        help="activation of the output layer (default: the file's, else softmax)",
+    )
+    parser.add_argument(
+        "--activations",
+        metavar="A,B,C",
+        type=_activation_list,
+        help="one activation per layer, comma-separated; instead of --hidden/--output",
+    )
+    parser.add_argument(
+        "--input-scale",
+        metavar="X",
+        type=_input_scale,
+        help="factor applied to every input value, e.g. 1/255 for raw pixels "
+        "(default: the file's, else none)",
+    )
+
+
+def _add_predict_parser(commands: Any) -> None:
+    predict = commands.add_parser(
+        "predict",
+        help="run a network over a .npy, IDX or CSV file, writing a .npy",
+        description=PREDICT_DESCRIPTION,
+    )
+    predict.add_argument("input", metavar="IN", type=Path, help="the data: .npy, IDX or CSV")
+    predict.add_argument("output_file", metavar="OUT", type=Path, help="the .npy to write")
+    predict.add_argument(
+        "--model", metavar="PATH", type=Path, required=True, help="the weights file"
+    )
+    predict.add_argument(
+        "--labels",
+        action="store_true",
+        help="write the predicted labels (int64, shape (N,)) instead of the outputs",
+    )
+    _add_model_options(predict)
+    predict.add_argument(
+        "--threads",
+        metavar="N",
+        type=_positive_int,
+        help="threads (default: all available cores)",
+    )
+    predict.add_argument(
+        "--chunk-rows",
+        metavar="N",
+        type=_positive_int,
+        help="rows per chunk (default: about 64 MiB of input)",
+    )
+    predict.add_argument(
+        "--csv-label-column",
+        metavar="COL",
+        help="CSV input only: a column to leave out (the labels), by 0-based index or header "
+        "name (default: every column is a feature)",
+    )
+    predict.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show rows done and rows/s on stderr (default: when stderr is a terminal)",
+    )
+
+
+def _add_convert_parser(commands: Any) -> None:
+    convert = commands.add_parser(
+        "convert",
+        help="rewrite a weights file as .npz or .safetensors, activations included",
+        description=CONVERT_DESCRIPTION,
+    )
+    convert.add_argument("input", metavar="IN", type=Path, help="the weights file to read")
+    convert.add_argument("output_file", metavar="OUT", type=Path, help="the file to write")
+    convert.add_argument(
+        "--format",
+        choices=("npz", "safetensors"),
+        help="the format to write (default: from OUT's suffix, .npz or .safetensors)",
+    )
+    _add_model_options(convert)
+
+
+def _load_model(path: Path, options: argparse.Namespace) -> Any:
+    from ._io import load
+
+    if options.activations is not None and (
+        options.hidden is not None or options.output is not None
+    ):
+        raise CommandError(
+            "give either --activations (one name per layer) or --hidden/--output, not both",
+            exit_code=2,
+        )
+    try:
+        return load(
+            path,
+            hidden=options.hidden,
+            output=options.output,
+            activations=options.activations,
+            input_scale=options.input_scale,
+        )
+    except (OSError, ImportError, ValueError, TypeError) as exc:
+        # WeightsFormatError is a ValueError; so are shapes that do not chain and a PyTorch
+        # checkpoint loaded without naming its activations (the message says which options).
+        raise CommandError(f"cannot read the model {str(path)!r}: {exc}") from exc
+
+
+def _describe(model: Any) -> str:
+    sizes = "-".join(str(n) for n in [model.n_features_in_] + [W.shape[1] for W in model.coefs_])
+    scale = "" if model.input_scale is None else f", input scale {model.input_scale:g}"
+    return f"{sizes} {model.dtype.name} network ({', '.join(model.activations)}{scale})"
+
+
+class _Progress:
+    """A one-line progress display: rows done of the total, percentage and rows per second."""
+
+    def __init__(self, total: int, stream: Any, enabled: bool) -> None:
+        self._total = total
+        self._stream = stream
+        self._enabled = enabled
+        self._start = time.perf_counter()
+        self._last_drawn = -math.inf
+        self._last_width = 0
+
+    def _draw(self, done: int, end: str) -> None:
+        elapsed = time.perf_counter() - self._start
+        rate = f"{done / elapsed:,.0f} rows/s" if elapsed > 0 else "- rows/s"
+        percent = 100.0 * done / self._total if self._total else 100.0
+        text = f"fastmlp predict: {done:,} / {self._total:,} rows ({percent:5.1f}%), {rate}"
+        # Spaces cover what is left of a longer previous line (the rate can shrink).
+        self._stream.write(f"\r{text.ljust(self._last_width)}{end}")
+        self._last_width = len(text)
+        self._stream.flush()
+
+    def update(self, done: int) -> None:
+        now = time.perf_counter()
+        if self._enabled and now - self._last_drawn >= PROGRESS_INTERVAL_SECONDS:
+            self._last_drawn = now
+            self._draw(done, "")
+
+    def close(self, done: int) -> None:
+        if self._enabled:
+            self._draw(done, "\n")
+
+
+def _sniff(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            return file.read(8)
+    except OSError as exc:
+        raise CommandError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from exc
+
+
+def _read_input(path: Path, csv_label_column: str | None) -> tuple[np.ndarray, str]:
+    from .datasets import read_csv, read_idx, read_npy
+
+    start = _sniff(path)
+    binary = (b"\x93NUMPY", b"PK\x03\x04", b"\x1f\x8b", b"\x00\x00")
+    if csv_label_column is not None and start.startswith(binary):
+        raise CommandError(
+            f"--csv-label-column applies to CSV input only, and {str(path)!r} is not text",
+            exit_code=2,
+        )
+    try:
+        if start.startswith(b"\x93NUMPY"):
+            return read_npy(path, mmap=True), "npy"
+        if start.startswith(b"PK\x03\x04"):
+            raise CommandError(
+                f"{str(path)!r} is a zip archive (an .npz?); expected a .npy, IDX or CSV file "
+                "(save one array with np.save)"
+            )
+        if start.startswith((b"\x1f\x8b", b"\x00\x00")):  # gzip, or an IDX magic number
+            return read_idx(path), "IDX"
+        label: int | str | None = csv_label_column
+        if csv_label_column is not None and csv_label_column.lstrip("-").isdigit():
+            label = int(csv_label_column)
+        features, _ = read_csv(path, label_column=label)
+        return features, "CSV"
+    except (OSError, DataFormatError) as exc:
+        raise CommandError(f"cannot read {str(path)!r}: {exc}") from exc
+
+
+def _check_rows(X: np.ndarray, model: Any, path: Path) -> None:
+    expected = model.n_features_in_
+    if X.ndim < 2:
+        raise CommandError(
+            f"{str(path)!r} holds an array of shape {X.shape}; expected rows, shape "
+            f"(N, {expected}) or (N, ...) with {expected} values per row"
+        )
+    if X.dtype.kind not in "fiu":
+        raise CommandError(
+            f"{str(path)!r} holds {X.dtype} data; expected numbers (uint8, float32, float64, ...)"
+        )
+    per_row = math.prod(X.shape[1:])
+    if per_row != expected:
+        raise CommandError(
+            f"{str(path)!r} has {per_row} values per row (shape {X.shape}) but the model "
+            f"takes {expected} inputs"
+        )
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return False
+
+
+def _run_predict(options: argparse.Namespace) -> int:
+    from ._mapped import release_pages, row_chunks, rows_per_chunk
+
+    source, destination = options.input, options.output_file
+    if _same_file(source, destination):
+        raise CommandError(
+            f"IN and OUT are the same file ({str(source)!r}); give another OUT", exit_code=2
+        )
+    model = _load_model(options.model, options)
+    if options.labels and model.out_activation_ == "identity":
+        raise CommandError(
+            "--labels needs a classifier (softmax or sigmoid output), but this model's output "
+            "layer is identity (a regressor): leave out --labels to write its outputs",
+            exit_code=2,
+        )
+    X, kind = _read_input(source, options.csv_label_column)
+    _check_rows(X, model, source)
+    n_rows = X.shape[0]
+    shape: tuple[int, ...]
+    if options.labels:
+        dtype, shape, what = np.dtype(np.int64), (n_rows,), "labels"
+    else:
+        dtype, shape, what = model.dtype, (n_rows, model.n_outputs_), "outputs"
+    chunk_rows = options.chunk_rows or rows_per_chunk(X)
+    enabled = sys.stderr.isatty() if options.progress is None else options.progress
+    progress = _Progress(n_rows, sys.stderr, enabled)
+    temporary = destination.with_name(f".{destination.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        target = np.lib.format.open_memmap(temporary, mode="w+", dtype=dtype, shape=shape)
+        for rows in row_chunks(n_rows, chunk_rows):
+            chunk = X[rows]
+            if options.labels:
+                target[rows] = model.predict(chunk, threads=options.threads)
+            else:
+                model.predict_proba(chunk, threads=options.threads, out=target[rows])
+            # Neither the input's pages nor the written output's need to stay in memory.
+            release_pages(chunk)
+            release_pages(target[rows])
+            progress.update(rows.stop)
+        progress.close(n_rows)
+        target.flush()
+        del target
+        os.replace(temporary, destination)
+    except OSError as exc:
+        raise CommandError(f"cannot write {str(destination)!r}: {exc.strerror or exc}") from exc
+    finally:
+        try:
+            temporary.unlink()  # still there only if something failed (or was interrupted)
+        except OSError:  # already renamed into place; or, on Windows, still mapped
+            pass
+    print(
+        f"wrote {destination}: {what} of shape {shape}, {dtype.name}, from {n_rows:,} rows of "
+        f"{kind} input through the {_describe(model)}"
+    )
+    return 0
+
+
+def _run_convert(options: argparse.Namespace) -> int:
+    from ._io import save
+
+    source, destination = options.input, options.output_file
+    chosen = options.format
+    if chosen is None:
+        chosen = {".npz": "npz", ".safetensors": "safetensors"}.get(destination.suffix.lower())
+        if chosen is None:
+            raise CommandError(
+                f"cannot tell the format from the name {str(destination)!r}: use the suffix "
+                ".npz or .safetensors, or --format npz|safetensors",
+                exit_code=2,
+            )
+    model = _load_model(source, options)
+    try:
+        save(model, destination, format=chosen)
+    except OSError as exc:
+        raise CommandError(f"cannot write {str(destination)!r}: {exc.strerror or exc}") from exc
+    print(f"wrote {destination} ({chosen}): {_describe(model)}")
     return 0

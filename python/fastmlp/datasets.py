@@ -1,23 +1,26 @@
-"""Loading MNIST from LeCun's IDX files (gzip or raw) or from Keras' ``mnist.npz``.
+"""Reading input data: MNIST (IDX files, Keras' ``mnist.npz``), ``.npy`` arrays and CSV text.
 
 Every size in a file's header is checked against the bytes actually present before any array
 is built, so a truncated or foreign file gives a :class:`~fastmlp.errors.DataFormatError`
-that says what was expected and what was found.
+that says what was expected and what was found. Nothing in a file is executed: ``.npy`` files
+are read with ``allow_pickle=False``.
 """
 
 from __future__ import annotations
 
+import csv
 import gzip
+import math
 import os
 import zlib
 from pathlib import Path
-from typing import Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
 from .errors import DataFormatError
 
-__all__ = ["KERAS_MNIST_PATH", "load_mnist", "read_idx"]
+__all__ = ["KERAS_MNIST_PATH", "load_mnist", "read_csv", "read_idx", "read_npy"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -26,6 +29,7 @@ KERAS_MNIST_PATH = Path("~/.keras/datasets/mnist.npz")
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZIP_MAGIC = b"PK\x03\x04"
+_NPY_MAGIC = b"\x93NUMPY"
 _IDX_UBYTE = 0x08
 _IDX_TYPE_NAMES = {
     0x08: "ubyte",
@@ -48,18 +52,32 @@ _IDX_SPELLINGS = (
 )
 
 
-def _read_maybe_gzipped(path: PathLike) -> bytes:
+# Gzip's deflate cannot expand data more than about 1032 times, so a file declaring more
+# than this many bytes per compressed byte is lying; refusing it early bounds the work a
+# small hostile file (a "gzip bomb") can cause.
+_GZIP_MAX_RATIO = 1100
+_READ_BLOCK = 1 << 20  # a read(n) may allocate n bytes up front, so blocks stay small
+
+
+def _read_at_most(stream: Any, limit: int) -> bytes:
+    """Reads until end of stream or ``limit`` bytes, in blocks, never allocating ``limit``."""
+    parts = []
+    remaining = limit
+    while remaining > 0:
+        block = stream.read(min(remaining, _READ_BLOCK))
+        if not block:
+            break
+        parts.append(block)
+        remaining -= len(block)
+    return b"".join(parts)
+
+
+def _open_maybe_gzipped(path: PathLike) -> "tuple[Any, int, bool]":
     with open(path, "rb") as file:
-        content = file.read()
-    if not content.startswith(_GZIP_MAGIC):
-        return content
-    try:
-        return gzip.decompress(content)
-    except (EOFError, OSError, zlib.error) as exc:
-        raise DataFormatError(
-            f"{os.fspath(path)!r} is a damaged or truncated gzip file ({exc}); expected a "
-            "complete gzip-compressed IDX file"
-        ) from exc
+        compressed = file.read(len(_GZIP_MAGIC)) == _GZIP_MAGIC
+        size = os.fstat(file.fileno()).st_size
+    # gzip.open, not GzipFile(fileobj=...): only the former closes the file it opened.
+    return (gzip.open(path, "rb") if compressed else open(path, "rb")), size, compressed
 
 
 def read_idx(path: PathLike, *, ndim: int | None = None) -> np.ndarray:
@@ -96,7 +114,23 @@ def read_idx(path: PathLike, *, ndim: int | None = None) -> np.ndarray:
     ((10000,), dtype('uint8'))
     """
     name = os.fspath(path)
-    content = _read_maybe_gzipped(path)
+    stream, file_size, compressed = _open_maybe_gzipped(path)
+    try:
+        with stream:
+            return _read_idx_stream(stream, name, ndim, file_size, compressed)
+    except (EOFError, OSError, zlib.error) as exc:
+        if isinstance(exc, FileNotFoundError) or not compressed:
+            raise
+        raise DataFormatError(
+            f"{name!r} is a damaged or truncated gzip file ({exc}); expected a "
+            "complete gzip-compressed IDX file"
+        ) from exc
+
+
+def _read_idx_stream(
+    stream: Any, name: str, ndim: Optional[int], file_size: int, compressed: bool
+) -> np.ndarray:
+    content = _read_at_most(stream, 4)
     if len(content) < 4:
         raise DataFormatError(
             f"{name!r} is {len(content)} bytes long; an IDX file starts with a 4-byte magic number"
@@ -123,6 +157,7 @@ def read_idx(path: PathLike, *, ndim: int | None = None) -> np.ndarray:
             f"{wanted_magic} ({ndim} dimensions)"
         )
     header_size = 4 + 4 * declared_ndim
+    content += _read_at_most(stream, header_size - 4)
     if len(content) < header_size:
         raise DataFormatError(
             f"{name!r} is truncated inside its header: {len(content)} bytes, expected at least "
@@ -131,17 +166,25 @@ def read_idx(path: PathLike, *, ndim: int | None = None) -> np.ndarray:
     shape = tuple(
         int.from_bytes(content[4 + 4 * i : 8 + 4 * i], "big") for i in range(declared_ndim)
     )
-    expected_payload = 1
-    for size in shape:
-        expected_payload *= size
-    found_payload = len(content) - header_size
+    expected_payload = math.prod(shape)
+    if compressed and expected_payload > _GZIP_MAX_RATIO * file_size:
+        raise DataFormatError(
+            f"{name!r} is truncated: header declares shape {shape}, i.e. {expected_payload} "
+            f"bytes of data, but the whole gzip file is {file_size} bytes, which cannot "
+            f"decompress to more than about {_GZIP_MAX_RATIO * file_size}"
+        )
+    # One byte more than declared tells "longer than its header says" from "exact" without
+    # ever decompressing more than the header promised.
+    payload = _read_at_most(stream, expected_payload + 1)
+    found_payload = len(payload)
     if found_payload != expected_payload:
         problem = "truncated" if found_payload < expected_payload else "longer than its header says"
+        found = f"{found_payload}" if found_payload < expected_payload else "more"
         raise DataFormatError(
             f"{name!r} is {problem}: header declares shape {shape}, i.e. {expected_payload} "
-            f"bytes of data, but {found_payload} bytes follow the header"
+            f"bytes of data, but {found} bytes follow the header"
         )
-    return np.frombuffer(content, dtype=np.uint8, offset=header_size).reshape(shape).copy()
+    return np.frombuffer(payload, dtype=np.uint8).reshape(shape).copy()
 
 
 def _find_idx_file(folder: Path, prefix: str, kind: str, ndim: int) -> Path:
@@ -269,3 +312,323 @@ def load_mnist(
             "mnist.npz (a zip archive, starting b'PK\\x03\\x04')"
         )
     return _load_keras_npz(path, split)
+
+
+# -- .npy -----------------------------------------------------------------------------------
+
+
+def _not_npy_message(name: str, start: bytes) -> str:
+    if not start:
+        found = "is empty"
+    elif start.startswith(_ZIP_MAGIC):
+        found = "is a zip archive (an .npz of several arrays?)"
+    elif start.startswith(_GZIP_MAGIC):
+        found = "is gzip-compressed (an IDX file? use read_idx)"
+    else:
+        found = f"starts with {start!r}"
+    return f"{name!r} {found}; expected a NumPy .npy file, which starts with b'\\x93NUMPY'"
+
+
+def read_npy(path: PathLike, *, mmap: bool = False) -> np.ndarray:
+    """Read one array from a NumPy ``.npy`` file, optionally memory-mapped (read-only).
+
+    The header is checked before any data is read: the file must be a ``.npy`` (by content,
+    whatever its name), must hold no Python objects (they could only be rebuilt by pickle,
+    which is never used) and must be exactly as long as its header says.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``.npy`` file.
+    mmap : bool, optional
+        Map the file instead of reading it: the result is a read-only ``numpy.memmap`` whose
+        pages are read on first use, so files larger than memory can be passed to
+        :meth:`fastmlp.MLP.predict_proba` (which then works through them in chunks).
+
+    Returns
+    -------
+    numpy.ndarray
+        As stored, C or Fortran order. A ``numpy.memmap`` (mode ``"r"``) when ``mmap``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    DataFormatError
+        If the file is not a ``.npy`` (empty, an ``.npz`` or anything else), has a damaged
+        header or an unknown format version, holds an object dtype, or is truncated or longer
+        than its header says.
+
+    Notes
+    -----
+    A memory-mapped file must not shrink while it is in use: reading a page the file no
+    longer has kills the process (``SIGBUS``), which no check made beforehand can prevent.
+
+    Examples
+    --------
+    >>> X = read_npy("pixels.npy", mmap=True)  # doctest: +SKIP
+    >>> net.predict_proba(X)  # chunk by chunk, whatever the file's size  # doctest: +SKIP
+    """
+    name = os.fspath(path)
+    with open(path, "rb") as file:
+        start = file.read(len(_NPY_MAGIC))
+        if start != _NPY_MAGIC:
+            raise DataFormatError(_not_npy_message(name, start))
+        file.seek(0)
+        try:
+            version = np.lib.format.read_magic(file)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(file)
+            elif version in ((2, 0), (3, 0)):
+                # 3.0 differs from 2.0 only in allowing UTF-8 in field names.
+                shape, _, dtype = np.lib.format.read_array_header_2_0(file)
+            else:
+                raise DataFormatError(
+                    f"{name!r} is a .npy file of format version {version[0]}.{version[1]}; "
+                    "expected version 1.0, 2.0 or 3.0"
+                )
+        except DataFormatError:
+            raise
+        except (ValueError, EOFError, SyntaxError, TypeError) as exc:
+            raise DataFormatError(
+                f"{name!r} has a damaged .npy header ({exc}); expected a complete header "
+                "giving descr, fortran_order and shape"
+            ) from exc
+        data_offset = file.tell()
+        file_size = os.fstat(file.fileno()).st_size
+    if dtype.hasobject:
+        raise DataFormatError(
+            f"{name!r} holds an array of dtype {dtype}, which contains Python objects; "
+            "expected numeric data (objects could only be read by unpickling, which fastmlp "
+            "never does)"
+        )
+    expected = math.prod(shape) * dtype.itemsize
+    found = file_size - data_offset
+    if found != expected:
+        problem = "truncated" if found < expected else "longer than its header says"
+        raise DataFormatError(
+            f"{name!r} is {problem}: its header declares shape {shape} of {dtype}, i.e. "
+            f"{expected} bytes of data, but {found} bytes follow the header"
+        )
+    try:
+        return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+    except (ValueError, EOFError) as exc:  # e.g. the file changed since the checks above
+        raise DataFormatError(f"{name!r} cannot be read as a .npy array: {exc}") from exc
+
+
+# -- CSV ------------------------------------------------------------------------------------
+
+# Rows are parsed one at a time and gathered in blocks of this many, so that a CSV needs
+# little more memory than the arrays it becomes (not one Python string per cell).
+_CSV_BLOCK_ROWS = 4096
+_MAX_NAMES_SHOWN = 10
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _parse_row(row: "list[str]", line: int, name: str) -> np.ndarray:
+    try:
+        return np.array(row, dtype=np.float64)
+    except ValueError:
+        pass
+    values = []
+    for column, cell in enumerate(row, start=1):
+        try:
+            values.append(float(cell))
+        except ValueError:
+            what = "is empty" if not cell.strip() else f"{cell.strip()!r} is not a number"
+            raise DataFormatError(
+                f"{name!r}, line {line}, column {column}: the cell {what}; expected a number"
+            ) from None
+    return np.array(values, dtype=np.float64)
+
+
+def _label_index(
+    label_column: Union[int, str, None],
+    names: Optional["list[str]"],
+    n_columns: int,
+    name: str,
+) -> Optional[int]:
+    if label_column is None:
+        return None
+    if isinstance(label_column, str):
+        if names is None:
+            raise DataFormatError(
+                f"label_column={label_column!r} names a column, but {name!r} has no header "
+                "line; give the label column's index instead"
+            )
+        matches = [index for index, header in enumerate(names) if header == label_column]
+        if len(matches) != 1:
+            shown = ", ".join(repr(header) for header in names[:_MAX_NAMES_SHOWN])
+            more = ", ..." if len(names) > _MAX_NAMES_SHOWN else ""
+            problem = "no column" if not matches else f"{len(matches)} columns"
+            raise DataFormatError(
+                f"{name!r} has {problem} named {label_column!r}; expected exactly one "
+                f"(the header names {shown}{more})"
+            )
+        return matches[0]
+    if not -n_columns <= label_column < n_columns:
+        raise DataFormatError(
+            f"label_column={label_column} but the rows of {name!r} have {n_columns} columns; "
+            f"expected an index from {-n_columns} to {n_columns - 1}"
+        )
+    return label_column % n_columns
+
+
+def _check_csv_options(label_column: Any, delimiter: Any, header: Any, dtype: Any) -> np.dtype:
+    if label_column is not None and (
+        isinstance(label_column, bool) or not isinstance(label_column, (int, str))
+    ):
+        raise TypeError(
+            f"label_column must be an int index, a header name or None, got {label_column!r}"
+        )
+    if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in '"\r\n':
+        raise ValueError(
+            f"delimiter must be a single character other than a quote or a line break, "
+            f"got {delimiter!r}"
+        )
+    if header not in (None, True, False):
+        raise TypeError(f"header must be None (detect), True or False, got {header!r}")
+    chosen = np.dtype(dtype)
+    if chosen.kind != "f":
+        raise TypeError(f"dtype must be a floating dtype (float32, float64), got {chosen}")
+    return chosen
+
+
+def read_csv(
+    path: PathLike,
+    *,
+    label_column: Union[int, str, None] = 0,
+    delimiter: str = ",",
+    header: Optional[bool] = None,
+    dtype: Any = np.float32,
+) -> "tuple[np.ndarray, Optional[np.ndarray]]":
+    """Read a numeric CSV file into features ``X`` and, optionally, labels ``y``.
+
+    Blank lines are skipped, cells may be quoted, spaces after a delimiter are ignored, and a
+    UTF-8 byte-order mark is accepted. Only NumPy and the standard library are used.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The CSV file (UTF-8 text).
+    label_column : int, str or None, optional
+        The column holding the labels: an index (negative counts from the end, so ``-1`` is
+        the last column), a name from the header line, or None when every column is a
+        feature. Default 0, the first column (as in the common MNIST CSV files).
+    delimiter : str, optional
+        The one-character cell separator. Default ``","``.
+    header : bool, optional
+        Whether the first line names the columns. Default: detected, the first line is a
+        header when any of its cells is not a number.
+    dtype : float dtype, optional
+        The dtype of ``X``. Default float32.
+
+    Returns
+    -------
+    X : numpy.ndarray, shape (N, K)
+        The features, C-contiguous, of ``dtype``.
+    y : numpy.ndarray of shape (N,), or None
+        The labels: int64 when every label is a whole number, else float64. None when
+        ``label_column`` is None.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    DataFormatError
+        If the file is empty, is not UTF-8 text, has no data rows, has rows of different
+        lengths or a cell that is not a number (the 1-based line and column are named), or
+        if ``label_column`` names no column of the file.
+    TypeError, ValueError
+        If an option has the wrong type or value.
+
+    Examples
+    --------
+    >>> X, y = read_csv("mnist_test.csv")  # "label,1x1,..." then images  # doctest: +SKIP
+    >>> X.shape, X.dtype, y[:3]  # doctest: +SKIP
+    ((10000, 784), dtype('float32'), array([7, 2, 1]))
+    """
+    dtype = _check_csv_options(label_column, delimiter, header, dtype)
+    name = os.fspath(path)
+    names: Optional[list[str]] = None
+    n_columns = 0
+    label: Optional[int] = None
+    pending: list[np.ndarray] = []
+    feature_blocks: list[np.ndarray] = []
+    label_blocks: list[np.ndarray] = []
+    seen_any_line = False
+
+    def flush() -> None:
+        if not pending:
+            return
+        block = np.stack(pending)
+        pending.clear()
+        if label is not None:
+            label_blocks.append(block[:, label].copy())
+            block = np.delete(block, label, axis=1)
+        feature_blocks.append(block.astype(dtype))
+
+    line = 0
+    reader: Any = None
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as file:
+            reader = csv.reader(file, delimiter=delimiter, skipinitialspace=True, strict=True)
+            for row in reader:
+                line = reader.line_num
+                seen_any_line = True
+                if not row or (len(row) == 1 and not row[0].strip()):
+                    continue  # a blank line
+                if n_columns == 0:
+                    n_columns = len(row)
+                    is_header = (
+                        header if header is not None else not all(_is_number(cell) for cell in row)
+                    )
+                    if is_header:
+                        names = [cell.strip() for cell in row]
+                    label = _label_index(label_column, names, n_columns, name)
+                    if label is not None and n_columns == 1:
+                        raise DataFormatError(
+                            f"{name!r} has a single column, the labels (label_column="
+                            f"{label_column!r}); expected feature columns as well"
+                        )
+                    if is_header:
+                        continue
+                if len(row) != n_columns:
+                    first = "the header" if names is not None else "the first row"
+                    raise DataFormatError(
+                        f"{name!r}, line {line}: {len(row)} columns, but {first} has "
+                        f"{n_columns}; expected every row to have {n_columns}"
+                    )
+                pending.append(_parse_row(row, line, name))
+                if len(pending) >= _CSV_BLOCK_ROWS:
+                    flush()
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(
+            f"{name!r} is not UTF-8 text ({exc.reason} at byte {exc.start}); expected a CSV file"
+        ) from exc
+    except csv.Error as exc:
+        raise DataFormatError(
+            f"{name!r}, line {reader.line_num if reader else line}: not valid CSV ({exc}); "
+            "expected delimited text"
+        ) from exc
+    flush()
+    if not seen_any_line:
+        raise DataFormatError(f"{name!r} is empty; expected CSV rows of numbers")
+    if not feature_blocks:
+        what = "only a header line" if names is not None else "only blank lines"
+        raise DataFormatError(f"{name!r} has {what}; expected at least one row of numbers")
+    X = np.ascontiguousarray(np.concatenate(feature_blocks))
+    if label is None:
+        return X, None
+    y = np.concatenate(label_blocks)
+    integral = bool(np.all(np.isfinite(y))) and bool(np.all(np.abs(y) < 2.0**63))
+    if integral and bool(np.all(y == np.floor(y))):
+        return X, y.astype(np.int64)
+    return X, y
