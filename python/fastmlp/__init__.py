@@ -9,7 +9,8 @@ NumPy's dtype rules and raises clear errors. The public API:
   nothing in a file is executed), :func:`save` / ``MLP.save`` (``.npz``, ``.safetensors``)
 - importers: :func:`from_sklearn`, :func:`from_keras`, :func:`from_onnx` (and ``MLP.to_onnx``),
   :func:`from_torch`, :func:`from_torch_checkpoint` (read without torch installed)
-- data: :mod:`fastmlp.datasets` (IDX, ``mnist.npz``, ``.npy`` memory-mapped, CSV)
+- data: :mod:`fastmlp.datasets` (IDX, ``mnist.npz``, ``.npy`` memory-mapped, CSV);
+  :mod:`fastmlp.dask` for Dask arrays and dataframes
 - threads: :func:`set_num_threads`, :func:`get_num_threads` (or ``FASTMLP_NUM_THREADS``)
 - :mod:`fastmlp.reference`: the plain NumPy ground truth the tests compare against.
 """
