@@ -286,6 +286,22 @@ def test_npy_file_streams_through_the_cluster(client, model, pixels_file, tmp_pa
     assert np.array_equal(result, expected)
 
 
+def test_zarr_store_streams_through_the_cluster(client, model, pixels, tmp_path):
+    zarr = pytest.importorskip("zarr", reason="zarr is not installed (it is in the test extra)")
+    store = str(tmp_path / "pixels.zarr")
+    array = zarr.open_array(
+        store, mode="w", shape=pixels.shape, chunks=(ROWS // 8, FEATURES), dtype=np.uint8
+    )
+    array[:] = pixels
+    X = da.from_zarr(store)
+    assert X.numblocks == (8, 1)
+    labels = fdask.predict(model, X)
+    # The workers open the store and read their own blocks: the graph names the store only.
+    graph_bytes = len(pickle.dumps(dict(labels.__dask_graph__())))
+    assert graph_bytes < 100_000 < pixels.nbytes
+    assert np.array_equal(labels.compute(), model.predict(pixels))
+
+
 def _block_number(path) -> int:
     return int(path.stem)
 
