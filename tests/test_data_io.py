@@ -151,6 +151,8 @@ def test_read_npy_refuses_bytes_after_the_data(tmp_path, mmap_mode):
         (lambda c: c.replace(b"'descr'", b"'descx'"), "damaged .npy header"),
         (lambda c: c.replace(b"<f8", b"<q9"), "damaged .npy header"),  # unknown dtype
         (lambda c: c[:6] + b"\x09\x00" + c[8:], "format version 9.0"),
+        # An unclosed bracket: NumPy's literal parser fails in the tokenizer (TokenError).
+        (lambda c: c.replace(b"(2, 3)", b"(2, 3 "), "damaged .npy header"),
     ],
 )
 def test_read_npy_refuses_a_damaged_header(tmp_path, damage, message):

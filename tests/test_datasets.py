@@ -242,3 +242,17 @@ def test_a_file_that_is_neither_folder_nor_npz(tmp_path, digits):
 def test_missing_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such file or folder"):
         load_mnist(tmp_path / "nowhere")
+
+
+def test_idx_declaring_too_many_dimensions(tmp_path):
+    content = bytes([0, 0, 8, 65]) + struct.pack(">65I", *([1] * 65)) + b"x"
+    path = _write(tmp_path / "deep", content, gz=False)
+    with pytest.raises(DataFormatError, match="declaring 65 dimensions; expected at most 32"):
+        read_idx(path)
+
+
+@pytest.mark.parametrize("ndim", [0, 33, 300, "3", 2.0, True])
+def test_read_idx_refuses_a_bad_ndim_argument(tmp_path, digits, ndim):
+    path = _write(tmp_path / "labels", _idx_bytes(digits[1]), gz=False)
+    with pytest.raises(ValueError, match="ndim must be an int from 1 to 32"):
+        read_idx(path, ndim=ndim)

@@ -336,7 +336,19 @@ CORPUS = {
             "alloc.pkl", lambda f: {"W1": _Payload(_reconstruct, np.ndarray, (10**12,), b"b")}
         ),
         UnsafePickleError,
-        r"refused _reconstruct\('ndarray', \(1000000000000,\)",
+        r"refused _reconstruct\(numpy\.ndarray, \(1000000000000,\)",
+    ),
+    "pickle-calls-ndarray-for-uninitialised-memory": Hostile(
+        # 69 bytes that would allocate 2 GB of uninitialised memory if ndarray were callable.
+        _pickled("ndarray_call.pkl", lambda f: {"W1": _Payload(np.ndarray, (16000, 16000))}),
+        UnsafePickleError,
+        r"refused a call of numpy\.ndarray",
+    ),
+    "pickle-newobj-ndarray": Hostile(
+        # NEWOBJ: ndarray.__new__(ndarray, 16000, 16000), written opcode by opcode.
+        _raw("ndarray_new.pkl", lambda f: b"\x80\x02cnumpy\nndarray\nM\x80>M\x80>\x86\x81."),
+        WeightsFormatError,
+        r"ndarray_new\.pkl",
     ),
     "pickle-array-state-lies-about-shape": Hostile(
         _pickled(
@@ -348,6 +360,14 @@ CORPUS = {
     ),
     "empty-file": Hostile(_raw("empty.pkl", lambda f: b""), WeightsFormatError, r"is empty"),
     # .npz archives
+    "npz-member-header-unclosed-bracket": Hostile(
+        _npz_with_member(
+            "unclosed.npz",
+            _npy_bytes("{'descr': '<f8', 'fortran_order': False, 'shape': (3, 2 }", bytes(48)),
+        ),
+        WeightsFormatError,
+        r"member 'W1\.npy' is not a readable \.npy array",
+    ),
     "npz-zip-magic-then-garbage": Hostile(
         _raw("garbage.npz", lambda f: b"PK\x03\x04" + bytes(range(200))),
         WeightsFormatError,

@@ -24,6 +24,7 @@ import pickle
 import pickletools
 import re
 import secrets
+import tokenize
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -55,6 +56,28 @@ _ONNX_FIRST_BYTE = 0x08  # a ModelProto starts with field 1 (ir_version) as a va
 _SAFETENSORS_LENGTH_BYTES = 8
 
 
+class _NdarrayName:
+    """What the name ``numpy.ndarray`` means inside a weights pickle: an argument, not a class.
+
+    A pickled array names ``ndarray`` only as the first argument of ``_reconstruct``. Handing
+    the pickle the real class would let it call ``ndarray(shape)`` (or ``ndarray.__new__``)
+    itself, and so allocate an uninitialised array of any size from a few bytes of file.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise UnsafePickleError(
+            "refused a call of numpy.ndarray: a pickled numpy array is rebuilt by _reconstruct "
+            "and __setstate__, never by calling ndarray, which would allocate memory the file "
+            "does not hold"
+        )
+
+    def __repr__(self) -> str:
+        return "numpy.ndarray"
+
+
+_NDARRAY_NAME = _NdarrayName()
+
+
 def _reconstruct_empty_array(subtype: Any, shape: Any, dtype: Any) -> Any:
     """numpy's ``_reconstruct``, limited to what ``ndarray.__reduce__`` writes.
 
@@ -62,12 +85,12 @@ def _reconstruct_empty_array(subtype: Any, shape: Any, dtype: Any) -> Any:
     ``__setstate__`` with the data (which NumPy checks against the shape). Any other call could
     only serve to allocate an arbitrarily large uninitialised array, so it is refused.
     """
-    if subtype is not np.ndarray or not isinstance(shape, tuple) or shape != (0,):
+    if subtype is not _NDARRAY_NAME or not isinstance(shape, tuple) or shape != (0,):
         raise UnsafePickleError(
-            f"refused _reconstruct({getattr(subtype, '__name__', subtype)!r}, {shape!r:.60}, "
+            f"refused _reconstruct({subtype!r:.60}, {shape!r:.60}, "
             "...): a pickled numpy array is always rebuilt from ndarray and shape (0,)"
         )
-    return _reconstruct(subtype, shape, dtype)
+    return _reconstruct(np.ndarray, shape, dtype)
 
 
 # Everything a pickled dict of ndarrays needs, whichever numpy wrote it. numpy.core.* names
@@ -76,7 +99,7 @@ def _reconstruct_empty_array(subtype: Any, shape: Any, dtype: Any) -> Any:
 _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ("numpy.core.multiarray", "_reconstruct"): _reconstruct_empty_array,
     ("numpy._core.multiarray", "_reconstruct"): _reconstruct_empty_array,
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "ndarray"): _NDARRAY_NAME,
     ("numpy", "dtype"): np.dtype,
 }
 
@@ -282,13 +305,19 @@ def _layer_count(weights: Mapping[str, np.ndarray]) -> int:
 
 
 def _read_npy_header(member: IO[bytes]) -> "tuple[tuple[int, ...], np.dtype]":
-    version = np.lib.format.read_magic(member)
-    if version == (1, 0):
-        shape, _, dtype = np.lib.format.read_array_header_1_0(member, _MAX_NPY_HEADER_BYTES)
-    elif version == (2, 0):
-        shape, _, dtype = np.lib.format.read_array_header_2_0(member, _MAX_NPY_HEADER_BYTES)
-    else:
-        raise ValueError(f".npy format version {version[0]}.{version[1]} (expected 1.0 or 2.0)")
+    """Shape and dtype from a ``.npy`` header; ValueError for any damage to it."""
+    try:
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(member, _MAX_NPY_HEADER_BYTES)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(member, _MAX_NPY_HEADER_BYTES)
+        else:
+            raise ValueError(f".npy format version {version[0]}.{version[1]} (expected 1.0 or 2.0)")
+    # NumPy parses the header as a Python literal: a damaged one can also fail in the
+    # tokenizer or the parser, or give a value of the wrong type.
+    except (EOFError, SyntaxError, TypeError, tokenize.TokenError) as exc:
+        raise ValueError(f"damaged .npy header ({type(exc).__name__}: {exc})") from exc
     return shape, dtype
 
 
@@ -383,7 +412,19 @@ def _zip_member_names(path: PathLike) -> "list[str]":
     try:
         with zipfile.ZipFile(path) as archive:
             return archive.namelist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError):
+    except FileNotFoundError:
+        raise
+    # A damaged directory fails in many ways: a bad zip, a "version needed" zipfile does not
+    # know (NotImplementedError), a name flagged UTF-8 that is not (UnicodeDecodeError).
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        OSError,
+        EOFError,
+        ValueError,
+        NotImplementedError,
+        RuntimeError,
+    ):
         return []  # _read_npz reports the damage
 
 

@@ -471,6 +471,13 @@ def read_torch_state_dict(path: PathLike) -> Dict[str, np.ndarray]:
             f"{display!r} is not a zip archive ({exc}); expected a checkpoint written by "
             "torch.save (torch >= 1.6; re-save older, pickle-only files with a current torch)"
         ) from exc
+    except (zipfile.LargeZipFile, EOFError, ValueError, NotImplementedError, RuntimeError) as exc:
+        # A damaged zip directory: a "version needed" zipfile does not know, a name flagged
+        # UTF-8 that is not (UnicodeDecodeError is a ValueError), a short read.
+        raise WeightsFormatError(
+            f"{display!r} has a damaged zip directory ({type(exc).__name__}: {exc}); expected "
+            "a checkpoint written by torch.save"
+        ) from exc
     with zip_file:
         archive = _Archive(zip_file, path)
         content = archive.read(archive.pickle_name, limit=MAX_PICKLE_BYTES)

@@ -12,6 +12,7 @@ import csv
 import gzip
 import math
 import os
+import tokenize
 import zlib
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -39,6 +40,8 @@ _IDX_TYPE_NAMES = {
     0x0D: "float32",
     0x0E: "float64",
 }
+# NumPy 1.x arrays have at most 32 dimensions (2.x: 64); no IDX file needs more.
+_MAX_IDX_NDIM = 32
 _IMAGES_NDIM = 3  # magic 0x00000803
 _LABELS_NDIM = 1  # magic 0x00000801
 
@@ -105,7 +108,10 @@ def read_idx(path: PathLike, *, ndim: int | None = None) -> np.ndarray:
         If ``path`` does not exist.
     DataFormatError
         If the magic number is wrong, the element type is not unsigned byte (0x08), the
-        header is cut short, or the payload is not exactly the product of the dimensions.
+        header declares more than 32 dimensions or is cut short, or the payload is not
+        exactly the product of the dimensions.
+    ValueError
+        If ``ndim`` is not None or an int from 1 to 32.
 
     Examples
     --------
@@ -113,6 +119,10 @@ def read_idx(path: PathLike, *, ndim: int | None = None) -> np.ndarray:
     >>> labels.shape, labels.dtype  # doctest: +SKIP
     ((10000,), dtype('uint8'))
     """
+    if ndim is not None and (
+        isinstance(ndim, bool) or not isinstance(ndim, int) or not 1 <= ndim <= _MAX_IDX_NDIM
+    ):
+        raise ValueError(f"ndim must be an int from 1 to {_MAX_IDX_NDIM} or None, got {ndim!r}")
     name = os.fspath(path)
     stream, file_size, compressed = _open_maybe_gzipped(path)
     try:
@@ -155,6 +165,11 @@ def _read_idx_stream(
         raise DataFormatError(
             f"{name!r} has magic 0x{content[:4].hex()} ({declared_ndim} dimensions); expected "
             f"{wanted_magic} ({ndim} dimensions)"
+        )
+    if declared_ndim > _MAX_IDX_NDIM:
+        raise DataFormatError(
+            f"{name!r} has magic 0x{content[:4].hex()}, declaring {declared_ndim} dimensions; "
+            f"expected at most {_MAX_IDX_NDIM} (MNIST uses 1 and 3)"
         )
     header_size = 4 + 4 * declared_ndim
     content += _read_at_most(stream, header_size - 4)
@@ -389,7 +404,8 @@ def read_npy(path: PathLike, *, mmap: bool = False) -> np.ndarray:
                 )
         except DataFormatError:
             raise
-        except (ValueError, EOFError, SyntaxError, TypeError) as exc:
+        # NumPy parses the header as a Python literal, which can fail in the tokenizer too.
+        except (ValueError, EOFError, SyntaxError, TypeError, tokenize.TokenError) as exc:
             raise DataFormatError(
                 f"{name!r} has a damaged .npy header ({exc}); expected a complete header "
                 "giving descr, fortran_order and shape"
