@@ -625,3 +625,53 @@ def test_torch_state_dict_in_safetensors_that_does_not_chain_is_refused(tmp_path
     write_safetensors(path, state)
     with pytest.raises(WeightsFormatError, match="chain|inputs|features"):
         fastmlp.load(path, hidden="relu", output="softmax")
+
+
+def test_torch_state_dict_with_fc_numbering_loads_in_forward_order(tmp_path):
+    rng = np.random.default_rng(14)
+    state = {
+        "fc10.weight": rng.standard_normal((2, 3)).astype(np.float32),  # the last layer
+        "fc10.bias": np.zeros(2, np.float32),
+        "fc2.weight": rng.standard_normal((3, 4)).astype(np.float32),
+        "fc2.bias": np.zeros(3, np.float32),
+    }
+    path = tmp_path / "model.safetensors"
+    write_safetensors(path, state)
+    model = fastmlp.load(path, hidden="relu", output="identity")
+    assert [W.shape for W in model.coefs_] == [(4, 3), (3, 2)]
+    np.testing.assert_array_equal(model.coefs_[1], state["fc10.weight"].T)
+
+
+def test_torch_state_dict_with_named_layers_is_refused_not_guessed(tmp_path):
+    # "hidden" sorts before "input": any order taken from these names would be a guess, and
+    # with square layers a wrong guess still chains, silently giving wrong outputs.
+    rng = np.random.default_rng(15)
+    state = {}
+    for name, shape in (("input", (4, 4)), ("hidden", (4, 4)), ("output", (2, 4))):
+        state[f"{name}.weight"] = rng.standard_normal(shape).astype(np.float32)
+        state[f"{name}.bias"] = np.zeros(shape[0], np.float32)
+    path = tmp_path / "model.safetensors"
+    write_safetensors(path, state)
+    with pytest.raises(WeightsFormatError, match="'hidden' and 'input' are not numbered"):
+        fastmlp.load(path, hidden="relu", output="identity")
+
+
+def test_torch_state_dict_with_a_batchnorm_names_it(tmp_path):
+    state = {
+        "0.weight": np.ones((3, 4), np.float32),
+        "0.bias": np.zeros(3, np.float32),
+        "1.running_mean": np.zeros(3, np.float32),
+    }
+    path = tmp_path / "bn.safetensors"
+    write_safetensors(path, state)
+    with pytest.raises(WeightsFormatError, match=r"bn\.safetensors.*running_mean.*BatchNorm"):
+        fastmlp.load(path, hidden="relu", output="identity")
+
+
+def test_state_dict_of_a_single_linear_loads(tmp_path):
+    path = tmp_path / "linear.safetensors"
+    write_safetensors(
+        path, {"weight": np.ones((2, 3), np.float32), "bias": np.zeros(2, np.float32)}
+    )
+    model = fastmlp.load(path, output="softmax")
+    assert model.coefs_[0].shape == (3, 2)

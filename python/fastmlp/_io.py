@@ -465,16 +465,41 @@ def _read_pickle(path: PathLike) -> dict[str, np.ndarray]:
 # -- other formats --------------------------------------------------------------------------
 
 
-def _natural_key(name: str) -> "list[tuple[int, Any]]":
-    # "2.weight" before "10.weight": nn.Sequential numbers its layers, and safetensors files
-    # list tensors in no forward order.
-    return [(0, int(part)) if part.isdigit() else (1, part) for part in name.split(".")]
+def _name_runs(name: str) -> "tuple[tuple[int, Any], ...]":
+    # "fc2" -> ("fc", 2): digit runs compare as numbers, so "2" comes before "10".
+    return tuple(
+        (0, int(run)) if run.isdigit() else (1, run) for run in re.split(r"(\d+)", name) if run
+    )
 
 
 def _is_torch_state_dict(tensors: Mapping[str, np.ndarray]) -> bool:
-    return bool(tensors) and all(
-        key.endswith((".weight", ".bias")) and not _LAYER_KEY.match(key) for key in tensors
-    )
+    # Module paths such as "0.weight" or "fc1.bias", as opposed to fastmlp's W1, b1, ...
+    return any("." in key or key in ("weight", "bias") for key in tensors)
+
+
+def _forward_order(tensors: Mapping[str, np.ndarray], path: PathLike) -> "list[str]":
+    """The keys of a state_dict read from safetensors, layer by layer in forward order.
+
+    safetensors keeps no order, so the order comes from the names, and only where names are
+    numbered: nn.Sequential's "0", "2", "10" or "fc1", "fc2". Names that differ in words
+    ("hidden", "output") give no order, and guessing one would silently give wrong outputs.
+    """
+    prefixes = sorted({key.rpartition(".")[0] for key in tensors}, key=_name_runs)
+    for before, after in zip(prefixes, prefixes[1:]):
+        first_difference = next(
+            (pair for pair in zip(_name_runs(before), _name_runs(after)) if pair[0] != pair[1]),
+            None,
+        )
+        if first_difference is None or first_difference[0][0] != 0 or first_difference[1][0] != 0:
+            raise WeightsFormatError(
+                f"{os.fspath(path)!r} holds a PyTorch state_dict whose layers {before!r} and "
+                f"{after!r} are not numbered, and safetensors records no order; expected "
+                "numbered layers (nn.Sequential's 0.weight, 2.weight, ... or fc1, fc2, ...). "
+                "Load the model with torch and use fastmlp.from_torch, or save it with "
+                "torch.save(model.state_dict(), path)"
+            )
+    rank = {prefix: index for index, prefix in enumerate(prefixes)}
+    return sorted(tensors, key=lambda key: (rank[key.rpartition(".")[0]], key))
 
 
 def _read_safetensors_file(path: PathLike) -> WeightsFile:
@@ -484,8 +509,11 @@ def _read_safetensors_file(path: PathLike) -> WeightsFile:
         # name; the same conversion as a torch.save checkpoint, activations named by the caller.
         from ._torch_checkpoint import state_dict_to_weights
 
-        ordered = {key: tensors[key] for key in sorted(tensors, key=_natural_key)}
-        converted = dict(state_dict_to_weights(ordered))
+        ordered = {key: tensors[key] for key in _forward_order(tensors, path)}
+        try:
+            converted = dict(state_dict_to_weights(ordered))
+        except WeightsFormatError as exc:
+            raise WeightsFormatError(f"{os.fspath(path)!r}: {exc}") from None
         return WeightsFile(_check_weights(converted, path, from_pickle=False), None, None, "torch")
     weights = _check_weights(tensors, path, from_pickle=False)
     record = metadata.get(_SAFETENSORS_METADATA_KEY)
