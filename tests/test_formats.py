@@ -148,6 +148,29 @@ def test_saving_over_an_existing_file_replaces_it(tmp_path):
     assert [entry.name for entry in tmp_path.iterdir()] == ["net.safetensors"]
 
 
+def test_save_errors_name_the_path_not_a_temporary_file(tmp_path):
+    missing = tmp_path / "no_such_folder" / "net.npz"
+    with pytest.raises(FileNotFoundError) as raised:
+        fastmlp.save(_model(), missing)
+    assert raised.value.filename == str(missing)
+    folder = tmp_path / "net.npz"
+    folder.mkdir()
+    with pytest.raises(IsADirectoryError) as raised:
+        fastmlp.save(_model(), folder)
+    assert raised.value.filename == str(folder)
+    assert [entry.name for entry in tmp_path.iterdir()] == ["net.npz"]  # nothing left behind
+
+
+def test_save_writes_through_a_symbolic_link(tmp_path):
+    real = tmp_path / "real.npz"
+    fastmlp.save(_model(np.float64), real)
+    link = tmp_path / "link.npz"
+    link.symlink_to(real)
+    replacement = _model(np.float32, 0.5)
+    fastmlp.save(replacement, link)
+    assert link.is_symlink() and fastmlp.load(real) == replacement
+
+
 def test_book_network_survives_safetensors(tmp_path, sample_weights_path):
     book = fastmlp.load(sample_weights_path, input_scale=1 / 255)
     assert fastmlp.load(book.save(tmp_path / "book.safetensors")) == book

@@ -815,29 +815,44 @@ def _write_atomically(path: pathlib.Path, write: Callable[[IO[bytes]], None]) ->
     """Write through a temporary file in the same folder, then rename it over ``path``.
 
     A failure (a full disk, an exception while writing) leaves ``path`` as it was: never a
-    half-written file that would later load as a truncated one.
+    half-written file that would later load as a truncated one. A symbolic link is written
+    through, as ``open(path, "wb")`` would, rather than replaced by a file. Errors name
+    ``path``, never the temporary file the caller did not ask for.
     """
+    target = pathlib.Path(os.path.realpath(path))
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     while True:
-        temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        temporary = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
         try:
             # Mode 0o666 lets the umask decide permissions, as for a file open() creates.
             descriptor = os.open(temporary, flags, 0o666)
             break
         except FileExistsError:  # pragma: no cover - a 48-bit random name collided
             continue
+        except OSError as exc:
+            raise _naming(exc, path) from None
     try:
         with os.fdopen(descriptor, "wb") as file:
             write(file)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(temporary, path)
+        try:
+            os.replace(temporary, target)
+        except OSError as exc:
+            raise _naming(exc, path) from None
     except BaseException:
         try:
             os.unlink(temporary)
         except OSError:
             pass
         raise
+
+
+def _naming(error: OSError, path: PathLike) -> OSError:
+    """The same kind of error, about ``path`` (e.g. IsADirectoryError for a folder)."""
+    if error.errno is None:
+        return error
+    return type(error)(error.errno, error.strerror, os.fspath(path))
 
 
 def save(model: MLP, path: PathLike, *, format: Optional[str] = None) -> pathlib.Path:

@@ -793,7 +793,9 @@ def _run_predict(options: argparse.Namespace) -> int:
     chunk_rows = options.chunk_rows or rows_per_chunk(X)
     enabled = sys.stderr.isatty() if options.progress is None else options.progress
     progress = _Progress(n_rows, sys.stderr, enabled)
-    temporary = destination.with_name(f".{destination.name}.{secrets.token_hex(6)}.tmp")
+    # Next to the file a symbolic link points at, so that the link is written through.
+    real_destination = Path(os.path.realpath(destination))
+    temporary = real_destination.with_name(f".{real_destination.name}.{secrets.token_hex(6)}.tmp")
     try:
         target = np.lib.format.open_memmap(temporary, mode="w+", dtype=dtype, shape=shape)
         for rows in row_chunks(n_rows, chunk_rows):
@@ -809,7 +811,7 @@ def _run_predict(options: argparse.Namespace) -> int:
         progress.close(n_rows)
         target.flush()
         del target
-        os.replace(temporary, destination)
+        os.replace(temporary, real_destination)
     except OSError as exc:
         raise CommandError(f"cannot write {str(destination)!r}: {exc.strerror or exc}") from exc
     finally:
