@@ -365,11 +365,14 @@ def test_convert_a_plain_npz_with_named_activations(tmp_path, rng, capsys, forma
 
 
 def test_convert_torch_checkpoint_needs_activations(tmp_path, capsys):
-    checkpoint = Path(__file__).parent / "fixtures" / "tiny_mlp_state_dict.pt"
-    if not checkpoint.is_file():
-        pytest.skip(f"fixture {checkpoint} missing")
+    checkpoint = Path(__file__).parent / "fixtures" / "tiny_mlp_state_dict.pt"  # committed
     out = tmp_path / "tiny.safetensors"
-    _fails(["convert", str(checkpoint), str(out)], capsys, 1, "name them")
+    _fails(
+        ["convert", str(checkpoint), str(out)],
+        capsys,
+        2,
+        "name them with --activations A,B,... (3 names) or --hidden and --output",
+    )
     assert not out.exists()
     argv = ["convert", str(checkpoint), str(out), "--hidden", "relu", "--output", "softmax"]
     assert cli.main(argv) == 0
@@ -387,7 +390,7 @@ def test_convert_errors(model_path, tmp_path, capsys):
     _fails(
         ["convert", str(model_path), str(tmp_path / "o.npz"), "--activations", "relu"],
         capsys,
-        1,
+        2,
         "one name per layer",
     )
     _fails(

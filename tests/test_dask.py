@@ -349,8 +349,15 @@ def test_from_npy_refuses_what_it_cannot_stream(tmp_path):
         fdask.from_npy(scalar)
     with pytest.raises(FileNotFoundError):
         fdask.from_npy(tmp_path / "missing.npy")
+    (tmp_path / "empty.npy").write_bytes(b"")
+    with pytest.raises(DataFormatError, match="empty"):
+        fdask.from_npy(tmp_path / "empty.npy")
+    np.save(tmp_path / "cut.npy", np.zeros((4, 2)))
+    (tmp_path / "cut.npy").write_bytes((tmp_path / "cut.npy").read_bytes()[:-8])
+    with pytest.raises(DataFormatError, match="truncated"):
+        fdask.from_npy(tmp_path / "cut.npy")
     np.save(tmp_path / "ok.npy", np.zeros((4, 2)))
-    for chunks in (0, -3, 2.5, "big"):
+    for chunks in (0, -3, 2.5, "big", True):
         with pytest.raises(ValueError, match="chunks"):
             fdask.from_npy(tmp_path / "ok.npy", chunks=chunks)
 

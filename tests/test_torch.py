@@ -206,10 +206,7 @@ def test_from_torch_checkpoint_passes_input_scale_and_dtype(expected):
 
 
 def test_fastmlp_load_reads_torch_checkpoints(expected):
-    io_module = fastmlp._io
-    if not hasattr(io_module, "read_weights_file"):
-        pytest.skip("fastmlp._io.read_weights_file does not exist yet (formats engineer's part)")
-    assert io_module.read_weights_file(CHECKPOINT).format == "torch"
+    assert fastmlp._io.read_weights_file(CHECKPOINT).format == "torch"
     model = fastmlp.load(CHECKPOINT, activations=ACTIVATIONS)
     np.testing.assert_allclose(model.predict_proba(expected["X"]), expected["proba"], atol=1e-5)
     by_name = fastmlp.load(CHECKPOINT, hidden="sigmoid", output="softmax")

@@ -660,10 +660,32 @@ def _load_model(path: Path, options: argparse.Namespace) -> Any:
             activations=options.activations,
             input_scale=options.input_scale,
         )
-    except (OSError, ImportError, ValueError, TypeError) as exc:
-        # WeightsFormatError is a ValueError; so are shapes that do not chain and a PyTorch
-        # checkpoint loaded without naming its activations (the message says which options).
+    except WeightsFormatError as exc:
         raise CommandError(f"cannot read the model {str(path)!r}: {exc}") from exc
+    except (ValueError, TypeError) as exc:
+        # The file is fine but the options do not fit it (activations missing for a PyTorch
+        # checkpoint, one name too many, an unknown name): a usage error, said in the
+        # command line's words rather than load()'s keyword arguments.
+        message = str(exc)
+        for keyword, option in _OPTION_NAMES:
+            message = message.replace(keyword, option)
+        if str(path) not in message:
+            message = f"the model {str(path)!r}: {message}"
+        # Only the activations are the caller's to fix with options; anything else (layers
+        # that do not chain, say) is the file's problem.
+        raise CommandError(message, exit_code=2 if "activation" in message else 1) from exc
+    except (OSError, ImportError) as exc:
+        raise CommandError(f"cannot read the model {str(path)!r}: {exc}") from exc
+
+
+# load()'s keyword arguments as they appear in its messages, and the options that set them.
+_OPTION_NAMES = (
+    ("activations=[...]", "--activations A,B,..."),
+    ("activations=", "--activations "),
+    ("hidden=/output=", "--hidden/--output"),
+    ("hidden= and output=", "--hidden and --output"),
+    ("input_scale=", "--input-scale "),
+)
 
 
 def _describe(model: Any) -> str:

@@ -41,6 +41,7 @@ import numpy as np
 
 from ._functions import check_threads
 from ._model import MLP
+from .datasets import read_npy
 from .errors import DataFormatError
 
 __all__ = ["from_npy", "predict", "predict_proba"]
@@ -569,6 +570,8 @@ def from_npy(path: Union[str, "os.PathLike[str]"], *, chunks: Union[int, str] = 
     da = _import_dask_array()
     path = os.path.abspath(os.fspath(path))
     rows: Union[int, str] = "auto"
+    if isinstance(chunks, bool):
+        raise ValueError(f'chunks must be a positive int or "auto", got {chunks!r}')
     if chunks != "auto":
         try:
             rows = operator.index(chunks)  # type: ignore[arg-type]
@@ -576,17 +579,11 @@ def from_npy(path: Union[str, "os.PathLike[str]"], *, chunks: Union[int, str] = 
             raise ValueError(f'chunks must be a positive int or "auto", got {chunks!r}') from None
         if rows < 1:
             raise ValueError(f'chunks must be a positive int or "auto", got {rows}')
-    try:
-        header = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (FileNotFoundError, IsADirectoryError, PermissionError):
-        raise
-    except (ValueError, OSError) as error:
-        raise DataFormatError(f"{path} is not a memory-mappable .npy array: {error}") from None
-    if not isinstance(header, np.memmap) or header.ndim == 0:
-        if hasattr(header, "close"):
-            header.close()  # an NpzFile holds the archive open
-        kind = "a 0-d array" if isinstance(header, np.ndarray) else "a .npz archive"
-        raise DataFormatError(f"{path} is {kind}; from_npy reads .npy arrays with rows")
+    # read_npy checks the header against the file first: an empty, truncated, foreign or
+    # object-dtype file is a DataFormatError here, not a failure inside a worker later.
+    header = read_npy(path, mmap=True)
+    if header.ndim == 0:
+        raise DataFormatError(f"{path} is a 0-d array; from_npy reads .npy arrays with rows")
     shape, dtype = tuple(header.shape), header.dtype
     del header  # releases the map
     status = os.stat(path)
