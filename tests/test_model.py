@@ -909,3 +909,42 @@ def test_views_whose_byte_size_overflows_raise_instead_of_crashing():
     overflowing = as_strided(base, shape=(2**40, 2**20), strides=(0, 0))
     with pytest.raises((MemoryError, ValueError)):
         fastmlp.sigmoid(overflowing)
+
+
+def _unaligned(values: np.ndarray) -> np.ndarray:
+    """A C-contiguous copy of ``values`` that starts one byte past an aligned address."""
+    raw = np.zeros(values.nbytes + 1, dtype=np.uint8)
+    view = raw[1:].view(values.dtype).reshape(values.shape)
+    view[...] = values
+    assert view.flags.c_contiguous and not view.flags.aligned
+    return view
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_unaligned_inputs_give_the_aligned_results(dtype):
+    # np.frombuffer at an odd offset or packed records give such arrays; the core once
+    # refused them as "not C-contiguous".
+    rng = np.random.default_rng(3)
+    layers = [
+        (rng.normal(size=(5, 4)).astype(dtype), rng.normal(size=4).astype(dtype), "tanh"),
+        (rng.normal(size=(4, 3)).astype(dtype), rng.normal(size=3).astype(dtype), "softmax"),
+    ]
+    model = MLP(layers, dtype=dtype)
+    X = rng.normal(size=(6, 5)).astype(dtype)
+    odd = _unaligned(X)
+    assert np.array_equal(model.predict_proba(odd), model.predict_proba(X))
+    assert np.array_equal(model.predict_proba(odd[0]), model.predict_proba(X[0]))
+    assert np.array_equal(model.predict(odd), model.predict(X))
+    for kernel in (fastmlp.sigmoid, fastmlp.softmax, fastmlp.log_softmax, fastmlp.identity):
+        assert np.array_equal(kernel(odd), kernel(X))
+    W, b, _ = layers[0]
+    assert np.array_equal(fastmlp.dense(odd, W, b, "relu"), fastmlp.dense(X, W, b, "relu"))
+    assert np.array_equal(odd, X)  # the caller's array is untouched
+
+
+def test_unaligned_out_is_refused_before_anything_is_written():
+    x = np.linspace(-3, 3, 8, dtype=np.float32)
+    out = _unaligned(np.full(8, 7.0, dtype=np.float32))
+    with pytest.raises(ValueError, match="out is not aligned"):
+        fastmlp.sigmoid(x, out=out)
+    assert np.all(out == 7.0)

@@ -45,7 +45,12 @@ def as_float_array(x: Any, what: str = "x") -> np.ndarray:
     array = np.asarray(x)
     dtype = float_dtype_for(array.dtype, what)
     # np.asarray, unlike np.ascontiguousarray, keeps 0-d input 0-d.
-    return np.asarray(array, dtype=dtype, order="C")
+    converted = np.asarray(array, dtype=dtype, order="C")
+    if not converted.flags.aligned:
+        # A view at an odd byte offset (np.frombuffer(data[1:]), packed records): the core
+        # reads whole aligned elements, so it gets an aligned copy.
+        converted = converted.copy()
+    return converted
 
 
 def check_threads(threads: Optional[int]) -> Optional[int]:
@@ -73,6 +78,11 @@ def check_out(out: Any, shape: tuple, dtype: np.dtype) -> np.ndarray:
         raise ValueError(f"out has shape {out.shape}; expected {tuple(shape)}")
     if not out.flags.c_contiguous:
         raise ValueError("out must be C-contiguous")
+    if not out.flags.aligned:
+        raise ValueError(
+            f"out is not aligned to its {out.dtype} elements (a view at an odd byte offset?); "
+            "expected an array such as np.empty gives"
+        )
     if not out.flags.writeable:
         raise ValueError("out is read-only")
     return out

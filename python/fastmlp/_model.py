@@ -327,6 +327,8 @@ class MLP:
             rows, single = X.reshape(X.shape[0], K), False
         if not rows.flags.c_contiguous:
             rows = np.ascontiguousarray(rows)
+        elif not rows.flags.aligned:
+            rows = rows.copy()  # the core reads whole aligned elements
         return rows, single
 
     @staticmethod
