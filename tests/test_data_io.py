@@ -274,7 +274,12 @@ def test_read_csv_many_rows_match_numpy(tmp_path, rng):
     [
         ("", "is empty"),
         ("\n\n  \n", "only blank lines"),
-        ("a,b,c\n", "only a header line"),
+        ("a,b,c\n", "a single line, taken as a header because the cell 'a' is not a number"),
+        ("0x10,2\n", "taken as a header because the cell '0x10' is not a number"),
+        (
+            "1,2,1e39\n3,4,5\n",
+            r"the value 1e\+39 \(data row 1, feature 2\) is too large for float32",
+        ),
         ("1,2,3\n4,5\n", "line 2: 2 columns, but the first row has 3"),
         ("1,2,3\n\n4,5,6,7\n", "line 3: 4 columns, but the first row has 3"),
         ("l,a,b\n1,2\n", "line 2: 2 columns, but the header has 3"),
@@ -290,6 +295,16 @@ def test_read_csv_errors_name_the_line_and_column(tmp_path, text, message):
     with pytest.raises(DataFormatError, match=message) as caught:
         read_csv(_csv(tmp_path, text))
     assert "data.csv" in str(caught.value)
+
+
+def test_read_csv_header_only_when_declared(tmp_path):
+    with pytest.raises(DataFormatError, match="only a header line"):
+        read_csv(_csv(tmp_path, "a,b,c\n"), header=True)
+
+
+def test_read_csv_large_values_fit_float64(tmp_path):
+    X, y = read_csv(_csv(tmp_path, "1,2,1e39\n"), dtype=np.float64)
+    assert X[0, 1] == 1e39 and y[0] == 1
 
 
 def test_read_csv_refuses_binary_content(tmp_path):

@@ -92,6 +92,13 @@ def from_sklearn(estimator: Any, *, input_scale: Optional[float] = None, dtype: 
     multilabel classifier (several logistic outputs) compare ``predict_proba(X) > 0.5``
     instead, and for a regressor ``predict`` keeps the ``(N, n_outputs)`` shape even when
     scikit-learn would return ``(N,)``.
+
+    Examples
+    --------
+    >>> clf = MLPClassifier(hidden_layer_sizes=(50,)).fit(X, y)  # doctest: +SKIP
+    >>> model = fastmlp.from_sklearn(clf, dtype=np.float32)  # doctest: +SKIP
+    >>> np.abs(model.predict_proba(X) - clf.predict_proba(X)).max() < 1e-5  # doctest: +SKIP
+    True
     """
     kind = _sklearn_estimator_kind(estimator)
     coefs = getattr(estimator, "coefs_", None)
@@ -211,6 +218,13 @@ def from_keras(model: Any, *, input_scale: Optional[float] = None, dtype: Any = 
     ValueError
         If the model is not built, or has a layer or activation fastmlp does not have (the
         message names it), or a Dense layer sees input of more than two dimensions.
+
+    Examples
+    --------
+    >>> net = keras.Sequential([keras.Input((784,)), keras.layers.Dense(10, "softmax")])
+    ... # doctest: +SKIP
+    >>> fastmlp.from_keras(net, input_scale=1 / 255).activations  # doctest: +SKIP
+    ('softmax',)
     """
     if type(model).__name__ != "Sequential" or not hasattr(model, "layers"):
         raise TypeError(
@@ -323,6 +337,12 @@ def from_onnx(path: PathLike, *, input_scale: Optional[float] = None, dtype: Any
     fastmlp.errors.WeightsFormatError
         (a ``ValueError``) if the file is not ONNX, stores external data, is not a single
         chain, or uses any other operator (the message names it and its node).
+
+    Examples
+    --------
+    >>> torch.onnx.export(seq, torch.zeros(1, 784), "mlp.onnx")  # doctest: +SKIP
+    >>> fastmlp.from_onnx("mlp.onnx").activations  # doctest: +SKIP
+    ('relu', 'softmax')
     """
     from ._onnx import read_onnx
 

@@ -589,7 +589,17 @@ def read_csv(
         if label is not None:
             label_blocks.append(block[:, label].copy())
             block = np.delete(block, label, axis=1)
-        feature_blocks.append(block.astype(dtype))
+        with np.errstate(over="ignore"):
+            converted = block.astype(dtype)
+        overflowed = np.isinf(converted) & np.isfinite(block)
+        if overflowed.any():
+            row, column = (int(i) for i in np.argwhere(overflowed)[0])
+            raise DataFormatError(
+                f"{name!r}: the value {float(block[row, column])!r} (data row "
+                f"{len(feature_blocks) * _CSV_BLOCK_ROWS + row + 1}, feature {column + 1}) is "
+                f"too large for {dtype}; expected values within its range (or dtype=np.float64)"
+            )
+        feature_blocks.append(converted)
 
     line = 0
     reader: Any = None
@@ -638,7 +648,15 @@ def read_csv(
     if not seen_any_line:
         raise DataFormatError(f"{name!r} is empty; expected CSV rows of numbers")
     if not feature_blocks:
-        what = "only a header line" if names is not None else "only blank lines"
+        if names is None:
+            what = "only blank lines"
+        elif header is None:
+            # Detected, not declared: its one line was taken for a header because a cell is
+            # not a number, which is more likely a typo in a one-row file.
+            bad = next(cell for cell in names if not _is_number(cell))
+            what = f"a single line, taken as a header because the cell {bad!r} is not a number"
+        else:
+            what = "only a header line"
         raise DataFormatError(f"{name!r} has {what}; expected at least one row of numbers")
     X = np.ascontiguousarray(np.concatenate(feature_blocks))
     if label is None:
