@@ -24,7 +24,6 @@ import pickle
 import pickletools
 import re
 import secrets
-import tokenize
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple, Unio
 
 import numpy as np
 
-from . import _safetensors
+from . import _npy, _safetensors
 from .errors import UnsafePickleError, WeightsFormatError
 
 if TYPE_CHECKING:
@@ -111,7 +110,7 @@ _RESAVE_HINTS = {
     ("numpy._core.numeric", "_frombuffer"): "pickle protocol 5",
     ("_codecs", "encode"): "pickle protocol 2 under Python 3",
 }
-_RESAVE_ADVICE = "re-save it with pickle protocol 3 or 4, or as .npz (fastmlp._io.save_npz)"
+_RESAVE_ADVICE = "re-save it with pickle protocol 3 or 4, or as .npz (numpy.savez)"
 
 _LAYER_KEY = re.compile(r"^([Wb])([1-9][0-9]*)$")
 
@@ -129,7 +128,6 @@ _ACTIVATION_NAMES = ("identity", "sigmoid", "relu", "tanh", "softmax")
 # Deflate never compresses better than about 1032:1, so an .npz member claiming to expand more
 # than this lies about its size.
 _MAX_DEFLATE_RATIO = 1100
-_MAX_NPY_HEADER_BYTES = 10_000  # numpy's own limit for headers it reads without pickle
 
 _FORMATS_KNOWN = (
     "a .npz archive (starting b'PK\\x03\\x04'), a .safetensors file, a pickle of protocol 2+ "
@@ -304,23 +302,6 @@ def _layer_count(weights: Mapping[str, np.ndarray]) -> int:
 # -- npz ------------------------------------------------------------------------------------
 
 
-def _read_npy_header(member: IO[bytes]) -> "tuple[tuple[int, ...], np.dtype]":
-    """Shape and dtype from a ``.npy`` header; ValueError for any damage to it."""
-    try:
-        version = np.lib.format.read_magic(member)
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(member, _MAX_NPY_HEADER_BYTES)
-        elif version == (2, 0):
-            shape, _, dtype = np.lib.format.read_array_header_2_0(member, _MAX_NPY_HEADER_BYTES)
-        else:
-            raise ValueError(f".npy format version {version[0]}.{version[1]} (expected 1.0 or 2.0)")
-    # NumPy parses the header as a Python literal: a damaged one can also fail in the
-    # tokenizer or the parser, or give a value of the wrong type.
-    except (EOFError, SyntaxError, TypeError, tokenize.TokenError) as exc:
-        raise ValueError(f"damaged .npy header ({type(exc).__name__}: {exc})") from exc
-    return shape, dtype
-
-
 def _check_npz_members(path: PathLike) -> None:
     """Check every member's declared size against the archive before NumPy allocates it.
 
@@ -346,7 +327,7 @@ def _check_npz_members(path: PathLike) -> None:
                 )
             with archive.open(info) as member:
                 try:
-                    shape, dtype = _read_npy_header(member)
+                    shape, dtype = _npy.read_header(member)
                 except ValueError as exc:
                     raise WeightsFormatError(
                         f"{where}: member {name!r} is not a readable .npy array ({exc})"
@@ -819,10 +800,9 @@ def _write_atomically(path: pathlib.Path, write: Callable[[IO[bytes]], None]) ->
     through, as ``open(path, "wb")`` would, rather than replaced by a file. Errors name
     ``path``, never the temporary file the caller did not ask for.
     """
-    target = pathlib.Path(os.path.realpath(path))
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     while True:
-        temporary = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+        target, temporary = temporary_beside(path)
         try:
             # Mode 0o666 lets the umask decide permissions, as for a file open() creates.
             descriptor = os.open(temporary, flags, 0o666)
@@ -846,6 +826,16 @@ def _write_atomically(path: pathlib.Path, write: Callable[[IO[bytes]], None]) ->
         except OSError:
             pass
         raise
+
+
+def temporary_beside(path: PathLike) -> "tuple[pathlib.Path, pathlib.Path]":
+    """``(target, temporary)``: the file ``path`` names (through symbolic links, which are
+    written through as ``open`` would) and a fresh hidden name in its folder to write first.
+
+    Renaming the temporary file over the target is atomic only within one folder.
+    """
+    target = pathlib.Path(os.path.realpath(path))
+    return target, target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
 
 
 def _naming(error: OSError, path: PathLike) -> OSError:

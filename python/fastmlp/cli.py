@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import secrets
 import sys
 import textwrap
 import time
@@ -790,6 +789,7 @@ def _same_file(first: Path, second: Path) -> bool:
 
 
 def _run_predict(options: argparse.Namespace) -> int:
+    from ._io import temporary_beside
     from ._mapped import release_pages, row_chunks, rows_per_chunk
 
     source, destination = options.input, options.output_file
@@ -815,9 +815,7 @@ def _run_predict(options: argparse.Namespace) -> int:
     chunk_rows = options.chunk_rows or rows_per_chunk(X)
     enabled = sys.stderr.isatty() if options.progress is None else options.progress
     progress = _Progress(n_rows, sys.stderr, enabled)
-    # Next to the file a symbolic link points at, so that the link is written through.
-    real_destination = Path(os.path.realpath(destination))
-    temporary = real_destination.with_name(f".{real_destination.name}.{secrets.token_hex(6)}.tmp")
+    real_destination, temporary = temporary_beside(destination)
     try:
         target = np.lib.format.open_memmap(temporary, mode="w+", dtype=dtype, shape=shape)
         for rows in row_chunks(n_rows, chunk_rows):

@@ -12,13 +12,13 @@ import csv
 import gzip
 import math
 import os
-import tokenize
 import zlib
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import numpy as np
 
+from . import _npy
 from .errors import DataFormatError
 
 __all__ = ["KERAS_MNIST_PATH", "load_mnist", "read_csv", "read_idx", "read_npy"]
@@ -391,21 +391,10 @@ def read_npy(path: PathLike, *, mmap: bool = False) -> np.ndarray:
             raise DataFormatError(_not_npy_message(name, start))
         file.seek(0)
         try:
-            version = np.lib.format.read_magic(file)
-            if version == (1, 0):
-                shape, _, dtype = np.lib.format.read_array_header_1_0(file)
-            elif version in ((2, 0), (3, 0)):
-                # 3.0 differs from 2.0 only in allowing UTF-8 in field names.
-                shape, _, dtype = np.lib.format.read_array_header_2_0(file)
-            else:
-                raise DataFormatError(
-                    f"{name!r} is a .npy file of format version {version[0]}.{version[1]}; "
-                    "expected version 1.0, 2.0 or 3.0"
-                )
-        except DataFormatError:
-            raise
-        # NumPy parses the header as a Python literal, which can fail in the tokenizer too.
-        except (ValueError, EOFError, SyntaxError, TypeError, tokenize.TokenError) as exc:
+            shape, dtype = _npy.read_header(file)
+        except _npy.UnsupportedVersionError as exc:
+            raise DataFormatError(f"{name!r} is a .npy file of {exc}") from exc
+        except ValueError as exc:
             raise DataFormatError(
                 f"{name!r} has a damaged .npy header ({exc}); expected a complete header "
                 "giving descr, fortran_order and shape"
