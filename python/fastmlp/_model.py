@@ -372,6 +372,17 @@ class MLP:
                 return self._packed.run(X, threads, log)
             except (TypeError, ValueError):
                 pass
+        return self._forward_validated(X, batch_size, threads, out, log)
+
+    def _forward_validated(
+        self,
+        X: Any,
+        batch_size: Optional[int],
+        threads: Optional[int],
+        out: Optional[np.ndarray],
+        log: bool,
+    ) -> np.ndarray:
+        """The forward pass after Python-side conversion and checks of every argument."""
         rows, single = self._rows(X)
         n_rows = rows.shape[0]
         outputs = self._n_outputs
@@ -442,7 +453,9 @@ class MLP:
             try:
                 return self._packed.run(X, None, False)
             except (TypeError, ValueError):
-                pass  # the validating path below converts X or explains what is wrong
+                # The core refused X (a dtype or layout to convert, or a wrong shape): go to
+                # the validating path, not through _forward's own try of the core again.
+                return self._forward_validated(X, batch_size, threads, out, log=False)
         return self._forward(X, batch_size, threads, out, log=False)
 
     def predict_log_proba(
