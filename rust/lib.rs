@@ -4,12 +4,18 @@
 //! depends on (dtypes, shapes, contiguity), borrows the arrays without copying, and runs the
 //! kernels with the GIL released when the work is large enough to be worth it.
 
+pub mod detached;
 pub mod error;
 pub mod kernels;
 pub mod threads;
 
+use std::ffi::c_int;
+
+use numpy::npyffi::NPY_TYPES;
+use numpy::IxDyn;
 use numpy::{
-    PyArray1, PyArray2, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods,
+    PyArray1, PyArray2, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyUntypedArray,
+    PyUntypedArrayMethods,
 };
 use pyo3::prelude::*;
 
@@ -23,9 +29,14 @@ use kernels::pack::PackedLayer;
 /// The largest result (in elements) `PackedMLP.run` allocates itself.
 const MAX_CORE_ALLOCATED_OUTPUTS: usize = 1 << 20;
 
-/// Below this much work (multiply-adds or elements) a call keeps the GIL: releasing and
-/// re-acquiring it costs more than the computation.
+/// Below this many elements an element-wise call keeps the GIL: releasing and re-acquiring it
+/// costs more than the computation.
 const DETACH_THRESHOLD: usize = 1 << 15;
+
+/// Below this many multiply-adds (a few microseconds) a forward pass keeps the GIL. Releasing it
+/// costs two mutex operations, and taking it back can mean waiting for another thread's switch
+/// interval; a one-row pass of the tutorial's network (45,200) is over in about 1.3 us.
+const DETACH_MIN_MACS: usize = 1 << 18;
 
 fn dtype_name(array: &Bound<'_, PyAny>) -> String {
     array
@@ -41,7 +52,7 @@ fn run_released<T: Send>(
     work: impl FnOnce() -> T + Send,
 ) -> Result<T, FastmlpError> {
     if heavy {
-        py.detach(|| catch_panic(work))
+        detached::run_detached(py, || catch_panic(work))
     } else {
         catch_panic(work)
     }
@@ -324,28 +335,34 @@ fn level_tile_cols<E: DispatchElement>(level: Level) -> usize {
 }
 
 /// The typed input rows of a forward call: uint8, float32 or float64, C-contiguous, 1-D (one
-/// row) or 2-D.
-enum InputRows<'py> {
-    U8(PyReadonlyArrayDyn<'py, u8>),
-    F32(PyReadonlyArrayDyn<'py, f32>),
-    F64(PyReadonlyArrayDyn<'py, f64>),
+/// row) or 2-D; not yet borrowed for reading.
+enum InputRows<'a, 'py> {
+    U8(&'a Bound<'py, PyArrayDyn<u8>>),
+    F32(&'a Bound<'py, PyArrayDyn<f32>>),
+    F64(&'a Bound<'py, PyArrayDyn<f64>>),
 }
 
-impl<'py> InputRows<'py> {
-    fn new(x: &Bound<'py, PyAny>) -> Result<Self, FastmlpError> {
-        let borrowed = |e| FastmlpError::Value(format!("X is being written elsewhere ({e})"));
-        let input = if let Ok(a) = x.cast::<PyArrayDyn<u8>>() {
-            InputRows::U8(a.try_readonly().map_err(borrowed)?)
-        } else if let Ok(a) = x.cast::<PyArrayDyn<f32>>() {
-            InputRows::F32(a.try_readonly().map_err(borrowed)?)
-        } else if let Ok(a) = x.cast::<PyArrayDyn<f64>>() {
-            InputRows::F64(a.try_readonly().map_err(borrowed)?)
+impl<'a, 'py> InputRows<'a, 'py> {
+    fn new(x: &'a Bound<'py, PyAny>) -> Result<Self, FastmlpError> {
+        // Only the cast the type number points to is tried: a cast that fails asks NumPy for a
+        // full dtype-equivalence check (a cast-table lookup), ~15 ns of a one-row call.
+        let type_number = x.cast::<PyUntypedArray>().ok().map(|a| a.dtype().num());
+        let is = |t: NPY_TYPES| type_number == Some(t as c_int);
+        let input = if is(NPY_TYPES::NPY_UBYTE) {
+            x.cast::<PyArrayDyn<u8>>().ok().map(InputRows::U8)
+        } else if is(NPY_TYPES::NPY_FLOAT) {
+            x.cast::<PyArrayDyn<f32>>().ok().map(InputRows::F32)
+        } else if is(NPY_TYPES::NPY_DOUBLE) {
+            x.cast::<PyArrayDyn<f64>>().ok().map(InputRows::F64)
         } else {
-            return Err(FastmlpError::DType(format!(
+            None
+        }
+        .ok_or_else(|| {
+            FastmlpError::DType(format!(
                 "X must be a uint8, float32 or float64 array, got {}",
                 dtype_name(x)
-            )));
-        };
+            ))
+        })?;
         let (ndim, contiguous) = match &input {
             InputRows::U8(a) => (a.ndim(), a.is_c_contiguous()),
             InputRows::F32(a) => (a.ndim(), a.is_c_contiguous()),
@@ -410,6 +427,8 @@ fn forward_typed<'py, E: DispatchElement + numpy::Element>(
     let mut values;
     let mut labels;
     let mut fresh: Option<Bound<'py, PyArrayDyn<E>>> = None;
+    // Only a caller's own `out=` could alias X; a new array cannot.
+    let output_is_new = matches!(target, Target::New);
     let sink = match target {
         Target::Labels(out) => {
             labels = out
@@ -455,10 +474,11 @@ fn forward_typed<'py, E: DispatchElement + numpy::Element>(
                     "the result is large: allocate it in Python (out=)".into(),
                 ));
             }
-            let dims: Vec<usize> = if input.shape().len() == 1 {
-                vec![outputs]
+            // A borrowed slice: IxDyn keeps up to four dimensions inline, a Vec would allocate.
+            let dims = if input.shape().len() == 1 {
+                IxDyn(&[outputs])
             } else {
-                vec![rows, outputs]
+                IxDyn(&[rows, outputs])
             };
             // SAFETY: the array is uninitialised until the forward pass below writes every
             // element; it is returned only after that succeeds (on error it is dropped unseen).
@@ -470,12 +490,29 @@ fn forward_typed<'py, E: DispatchElement + numpy::Element>(
             Sink::Values(slice)
         }
     };
-    let heavy = rows.saturating_mul(model.macs_per_row()) >= DETACH_THRESHOLD;
+    let heavy = rows.saturating_mul(model.macs_per_row()) >= DETACH_MIN_MACS;
+    // Registering a read borrow in rust-numpy's table costs about 75 ns, 5% of a one-row call,
+    // so a short call into a new array skips it when nothing could be writing to X meanwhile.
+    let unregistered_read = output_is_new && !heavy && detached::no_other_call_running(py);
     macro_rules! run_on {
         ($array:expr) => {{
-            let x = $array
-                .as_slice()
-                .map_err(|_| FastmlpError::Value("X must be C-contiguous".into()))?;
+            let registered;
+            let x = if unregistered_read {
+                // SAFETY: X is only read, and nothing writes to it until the pass ends: the GIL
+                // is held throughout (a pass that is not heavy never releases it) and serialises
+                // Python threads, no fastmlp call runs with the GIL released that could be
+                // writing to it (`no_other_call_running`), and the output is a new array, not a
+                // view of X. Native code of other libraries writing without the GIL could, as
+                // it could under NumPy's own readers; rust-numpy's table would not stop it either
+                // unless that code registered there.
+                unsafe { $array.as_slice() }
+            } else {
+                registered = $array.try_readonly().map_err(|e| {
+                    FastmlpError::Value(format!("X is being written elsewhere ({e})"))
+                })?;
+                registered.as_slice()
+            }
+            .map_err(|_| FastmlpError::Value("X must be C-contiguous".into()))?;
             run_released(py, heavy, || model.forward(x, rows, sink, threads, log))?
         }};
     }
@@ -673,4 +710,9 @@ mod _core {
         cpu_level, elementwise, force_cpu_level, get_num_threads, set_num_threads, softmax,
         supported_levels, PyPackedMlp,
     };
+
+    #[pymodule_init]
+    fn init(module: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
+        super::detached::record_gil_state(module.py())
+    }
 }

@@ -12,6 +12,8 @@ import copy
 import os
 import pickle
 import sys
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -821,6 +823,40 @@ def test_one_model_shared_by_eight_threads(rng):
         futures = [pool.submit(worker, seed) for seed in range(8)]
         results = [future.result(timeout=120) for future in futures]
     assert results == [0] * 8
+
+
+def test_a_row_another_thread_is_writing_is_refused_on_the_one_row_path(rng):
+    # Small calls into a new array skip registering their read of X while no fastmlp call runs
+    # with the GIL released; while one does (here: writing into `written` with out=), a row of
+    # the array it writes must still be refused rather than read half-written.
+    writer_model = MLP(random_layers(rng, 64, [10], ["softmax"], np.float32))
+    reader_model = MLP(random_layers(rng, 10, [3], ["softmax"], np.float32))
+    X = rng.normal(size=(200_000, 64)).astype(np.float32)
+    written = np.empty((200_000, 10), np.float32)
+    stop = threading.Event()
+
+    def writer():
+        while not stop.is_set():
+            writer_model.predict_proba(X, out=written, threads=1)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    refusals = []
+    try:
+        deadline = time.monotonic() + 10
+        while not refusals and time.monotonic() < deadline:
+            try:
+                reader_model.predict_proba(written[5])
+            except ValueError as error:
+                refusals.append(str(error))
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert refusals and "being written elsewhere" in refusals[0]
+    # Once the writer is done, the same row is read on the fast path again.
+    assert np.array_equal(
+        reader_model.predict_proba(written[5]), reader_model.predict_proba(written[5].copy())
+    )
 
 
 # --- memory ----------------------------------------------------------------------------------
