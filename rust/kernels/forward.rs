@@ -205,12 +205,20 @@ impl<E: DispatchElement, X: InputElement> SimdTask<E> for RowsTask<'_, E, X> {
                 } else {
                     for r in 0..live {
                         let row = &x_chunk[r * features..(r + 1) * features];
-                        for (dst, &value) in input_row.iter_mut().zip(row) {
-                            *dst = value.to_element::<E>() * model.input_scale;
-                        }
+                        // A row already in E with no scale is read in place (x * 1 == x; a
+                        // signalling NaN comes out of the first FMA quieted either way).
+                        let first_input = match X::as_elements::<E>(row) {
+                            Some(row) if model.input_scale == E::ONE => row,
+                            _ => {
+                                for (dst, &value) in input_row.iter_mut().zip(row) {
+                                    *dst = value.to_element::<E>() * model.input_scale;
+                                }
+                                &*input_row
+                            }
+                        };
                         for (index, layer) in model.layers.iter().enumerate() {
                             let (input, output): (&[E], &mut [E]) = match index {
-                                0 => (input_row, row_even),
+                                0 => (first_input, row_even),
                                 i if i % 2 == 1 => (row_even, row_odd),
                                 _ => (row_odd, row_even),
                             };

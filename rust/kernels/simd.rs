@@ -127,6 +127,16 @@ pub trait InputElement: Copy + Send + Sync + 'static {
     /// # Safety
     /// `p` must be valid for reading `S::LANES` values.
     unsafe fn load_vector<S: Simd>(s: S, p: *const Self) -> S::V;
+    /// `values` as `E`s, without a copy, when `Self` is `E`.
+    #[inline(always)]
+    fn as_elements<E: Element>(values: &[Self]) -> Option<&[E]> {
+        if std::any::TypeId::of::<Self>() == std::any::TypeId::of::<E>() {
+            // SAFETY: `Self` and `E` are the same type, so this is the same slice, retyped.
+            Some(unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<E>(), values.len()) })
+        } else {
+            None
+        }
+    }
 }
 
 impl InputElement for u8 {
