@@ -442,16 +442,17 @@ class MLP:
             If X is boolean, complex, object or string data.
         """
         if (
-            type(X) is np.ndarray
-            and batch_size is None
+            batch_size is None
             and threads is None
             and out is None
+            and type(X) is np.ndarray
             and X.nbytes <= _mapped.CHUNK_BYTES
         ):
             # A single row costs about 1.5 us in all: every Python call and check on the way
-            # to the core is a visible share of that, so the common case goes straight in.
+            # to the core is a visible share of that, so the common case goes straight in
+            # (the cheapest tests first, the core's defaults not passed again).
             try:
-                return self._packed.run(X, None, False)
+                return self._packed.run(X)
             except (TypeError, ValueError):
                 # The core refused X (a dtype or layout to convert, or a wrong shape): go to
                 # the validating path, not through _forward's own try of the core again.
