@@ -414,6 +414,9 @@ def deterministic_models(rng, dtype):
     yield MLP(random_layers(rng, 33, [13, 13, 3], ["sigmoid", "tanh", "sigmoid"], dtype))
     yield MLP(random_layers(rng, 7, [50], ["softmax"], dtype), input_scale=0.3)
     yield MLP(random_layers(rng, 150, [130, 10], ["relu", "softmax"], dtype))
+    # Softmax widths around the vector widths (8 and 16 lanes), one output included.
+    for width in (1, 8, 16, 17, 33):
+        yield MLP(random_layers(rng, 9, [width], ["softmax"], dtype))
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
@@ -449,6 +452,25 @@ def test_rows_are_bit_identical_however_they_are_batched(level, dtype, rng):
             assert np.array_equal(model.predict(X, 7), labels)
             assert np.array_equal(model.predict(X, threads=1), labels)
             assert np.array_equal(model.predict(X[permutation]), labels[permutation])
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_single_rows_match_the_batch_on_extreme_logits(level, dtype, rng):
+    # The one-row softmax runs along the lanes of one vector, the batched one down a column
+    # of vectors: huge, tiny, infinite and NaN logits must come out the same bits either way.
+    for width in (3, 10, 17):
+        model = MLP([(np.eye(width, dtype=dtype), np.zeros(width, dtype), "softmax")])
+        special = [1e30, -1e30, np.inf, -np.inf, np.nan, 0.0, -0.0, 88.0, -104.0, 709.0]
+        X = rng.choice(np.array(special, dtype), size=(200, width))
+        X[:50] = rng.normal(scale=50.0, size=(50, width))
+        with np.errstate(all="ignore"):
+            whole = model.predict_proba(X)
+            log_whole = model.predict_log_proba(X)
+            for i in range(len(X)):
+                np.testing.assert_array_equal(model.predict_proba(X[i]), whole[i], f"row {i}")
+                np.testing.assert_array_equal(
+                    model.predict_log_proba(X[i]), log_whole[i], f"log row {i}"
+                )
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
