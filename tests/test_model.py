@@ -456,21 +456,20 @@ def test_rows_are_bit_identical_however_they_are_batched(level, dtype, rng):
 
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_single_rows_match_the_batch_on_extreme_logits(level, dtype, rng):
-    # The one-row softmax runs along the lanes of one vector, the batched one down a column
-    # of vectors: huge, tiny, infinite and NaN logits must come out the same bits either way.
+    # A single row's softmax runs on each value broadcast to a whole vector, a batch's on a
+    # column of rows: huge, tiny, infinite and NaN logits must come out the same bits either way.
     for width in (3, 10, 17):
         model = MLP([(np.eye(width, dtype=dtype), np.zeros(width, dtype), "softmax")])
         special = [1e30, -1e30, np.inf, -np.inf, np.nan, 0.0, -0.0, 88.0, -104.0, 709.0]
         X = rng.choice(np.array(special, dtype), size=(200, width))
         X[:50] = rng.normal(scale=50.0, size=(50, width))
-        with np.errstate(all="ignore"):
-            whole = model.predict_proba(X)
-            log_whole = model.predict_log_proba(X)
-            for i in range(len(X)):
-                np.testing.assert_array_equal(model.predict_proba(X[i]), whole[i], f"row {i}")
-                np.testing.assert_array_equal(
-                    model.predict_log_proba(X[i]), log_whole[i], f"log row {i}"
-                )
+        whole = model.predict_proba(X)
+        log_whole = model.predict_log_proba(X)
+        for i in range(len(X)):
+            np.testing.assert_array_equal(model.predict_proba(X[i]), whole[i], f"row {i}")
+            np.testing.assert_array_equal(
+                model.predict_log_proba(X[i]), log_whole[i], f"log row {i}"
+            )
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
@@ -875,7 +874,7 @@ def test_a_row_another_thread_is_writing_is_refused_on_the_one_row_path(rng):
         stop.set()
         thread.join(timeout=60)
     assert refusals and "being written elsewhere" in refusals[0]
-    # Once the writer is done, the same row is read on the fast path again.
+    # Once the writer is done, the same row is read again (and gives what a copy of it gives).
     assert np.array_equal(
         reader_model.predict_proba(written[5]), reader_model.predict_proba(written[5].copy())
     )
