@@ -710,9 +710,4 @@ mod _core {
         cpu_level, elementwise, force_cpu_level, get_num_threads, set_num_threads, softmax,
         supported_levels, PyPackedMlp,
     };
-
-    #[pymodule_init]
-    fn init(module: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
-        super::detached::record_gil_state(module.py())
-    }
 }
