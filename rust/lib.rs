@@ -33,10 +33,13 @@ const MAX_CORE_ALLOCATED_OUTPUTS: usize = 1 << 20;
 /// costs more than the computation.
 const DETACH_THRESHOLD: usize = 1 << 15;
 
-/// Below this many multiply-adds (a few microseconds) a forward pass keeps the GIL. Releasing it
-/// costs two mutex operations, and taking it back can mean waiting for another thread's switch
-/// interval; a one-row pass of the tutorial's network (45,200) is over in about 1.3 us.
-const DETACH_MIN_MACS: usize = 1 << 18;
+/// Below this many multiply-adds a forward pass keeps the GIL. Releasing it costs two mutex
+/// operations, and taking it back can mean waiting for another thread's switch interval; a
+/// one-row pass of the tutorial's network (45,200) is over in about 1.1 us at AVX-512. Low
+/// enough that the portable level, in float64, still holds the GIL only for tens of microseconds.
+const DETACH_MIN_MACS: usize = 1 << 16;
+// A pass that keeps the GIL must never wait for the worker pool.
+const _: () = assert!(DETACH_MIN_MACS <= kernels::forward::MIN_MACS_PER_TASK);
 
 fn dtype_name(array: &Bound<'_, PyAny>) -> String {
     array
@@ -345,7 +348,8 @@ enum InputRows<'a, 'py> {
 impl<'a, 'py> InputRows<'a, 'py> {
     fn new(x: &'a Bound<'py, PyAny>) -> Result<Self, FastmlpError> {
         // Only the cast the type number points to is tried: a cast that fails asks NumPy for a
-        // full dtype-equivalence check (a cast-table lookup), ~15 ns of a one-row call.
+        // full dtype-equivalence check (a cast-table lookup), a measurable part of a one-row
+        // call.
         let type_number = x.cast::<PyUntypedArray>().ok().map(|a| a.dtype().num());
         let is = |t: NPY_TYPES| type_number == Some(t as c_int);
         let input = if is(NPY_TYPES::NPY_UBYTE) {
@@ -491,7 +495,7 @@ fn forward_typed<'py, E: DispatchElement + numpy::Element>(
         }
     };
     let heavy = rows.saturating_mul(model.macs_per_row()) >= DETACH_MIN_MACS;
-    // Registering a read borrow in rust-numpy's table costs about 75 ns, 5% of a one-row call,
+    // Registering a read borrow in rust-numpy's table costs about 50 ns, 4% of a one-row call,
     // so a short call into a new array skips it when nothing could be writing to X meanwhile.
     let unregistered_read = output_is_new && !heavy && detached::no_other_call_running(py);
     macro_rules! run_on {
@@ -508,7 +512,9 @@ fn forward_typed<'py, E: DispatchElement + numpy::Element>(
                 unsafe { $array.as_slice() }
             } else {
                 registered = $array.try_readonly().map_err(|e| {
-                    FastmlpError::Value(format!("X is being written elsewhere ({e})"))
+                    FastmlpError::Value(format!(
+                        "X is being written elsewhere or overlaps out ({e})"
+                    ))
                 })?;
                 registered.as_slice()
             }

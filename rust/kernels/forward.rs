@@ -30,7 +30,7 @@ const MIN_TILED_ROWS_DIVISOR: usize = 4;
 
 /// A thread is only worth waking for at least this many multiply-adds (tens of microseconds):
 /// a cross-thread wake-up costs microseconds.
-const MIN_MACS_PER_TASK: usize = 1 << 20;
+pub const MIN_MACS_PER_TASK: usize = 1 << 20;
 
 impl<E: DispatchElement> PackedModel<E> {
     pub fn new(layers: Vec<PackedLayer<E>>, input_scale: E, level: Level) -> Self {
