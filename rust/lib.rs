@@ -506,9 +506,9 @@ fn forward_typed<'py, E: DispatchElement + numpy::Element>(
                 // is held throughout (a pass that is not heavy never releases it) and serialises
                 // Python threads, no fastmlp call runs with the GIL released that could be
                 // writing to it (`no_other_call_running`), and the output is a new array, not a
-                // view of X. Native code of other libraries writing without the GIL could, as
-                // it could under NumPy's own readers; rust-numpy's table would not stop it either
-                // unless that code registered there.
+                // view of X. Native code of other libraries writing without the GIL could: NumPy's
+                // own operations never register, and another rust-numpy extension's registered
+                // write borrow goes unseen here (the README says so).
                 unsafe { $array.as_slice() }
             } else {
                 registered = $array.try_readonly().map_err(|e| {
