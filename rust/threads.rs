@@ -1,7 +1,11 @@
 //! Thread control: how many threads a call may use, and the fork-safe pool they run on.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
 
 use rayon::{ThreadPool, ThreadPoolBuilder};
 
@@ -48,31 +52,127 @@ pub fn effective_threads(requested: Option<usize>) -> usize {
 static POOL: Mutex<Option<(u32, Arc<ThreadPool>)>> = Mutex::new(None);
 
 /// Runs `work(part)` for every part in `0..parts` on up to `threads` threads: the calling thread
-/// and `threads - 1` pool workers each take the next unclaimed part until none is left. The
-/// caller works instead of sleeping (one wake-up fewer per call), and parts are claimed
-/// dynamically, so a worker that starts late finds less to do. The call still returns only
-/// once every spawned helper job has run (if only to find nothing left), so under many
-/// concurrent callers it can wait for the pool to reach its jobs. A panic in any part reaches
-/// the caller once every part has stopped.
+/// and `threads - 1` pool helpers each take the next unclaimed part until none is left. The
+/// caller works instead of sleeping, and parts are claimed dynamically, so a helper that wakes
+/// late (a sleeping vCPU can take tens of microseconds) finds less to do. A helper that has not
+/// started by the time the caller runs out of parts is cancelled rather than waited for, and
+/// the caller waits for running helpers by spinning briefly before it sleeps, so a short call
+/// pays no wake-up at its end. A panic in any part reaches the caller once every part has
+/// stopped.
 pub fn run_parts(threads: usize, parts: usize, work: impl Fn(usize) + Sync) {
-    if threads <= 1 || parts <= 1 {
+    let helpers = threads.min(parts).saturating_sub(1);
+    if helpers == 0 {
         (0..parts).for_each(work);
         return;
     }
-    let next = AtomicUsize::new(0);
-    let take_parts = || loop {
-        let part = next.fetch_add(1, Ordering::Relaxed);
-        if part >= parts {
-            break;
-        }
-        work(part);
+    let work: &(dyn Fn(usize) + Sync) = &work;
+    // SAFETY: the lifetime is erased only to hand the pointer to pool jobs; a job dereferences
+    // it only after winning `PENDING -> RUNNING`, and this function does not return (nor
+    // unwind: every part runs under `catch_unwind`) while any helper is RUNNING, so `work`
+    // outlives every use.
+    let work = unsafe {
+        std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static (dyn Fn(usize) + Sync)>(work)
     };
-    pool().in_place_scope(|scope| {
-        for _ in 1..threads.min(parts) {
-            scope.spawn(|_| take_parts());
-        }
-        take_parts();
+    let call = Arc::new(SharedCall {
+        work,
+        parts,
+        next_part: AtomicUsize::new(0),
+        helper_states: (0..helpers).map(|_| AtomicU8::new(PENDING)).collect(),
+        first_panic: Mutex::new(None),
+        caller: std::thread::current(),
     });
+    let pool = pool();
+    for helper in 0..helpers {
+        let call = Arc::clone(&call);
+        pool.spawn(move || call.help(helper));
+    }
+    call.take_parts();
+    for state in call.helper_states.iter() {
+        if state
+            .compare_exchange(PENDING, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            continue;
+        }
+        wait_until_done(state);
+    }
+    let panic = call
+        .first_panic
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .take();
+    if let Some(payload) = panic {
+        std::panic::resume_unwind(payload);
+    }
+}
+
+const PENDING: u8 = 0;
+const RUNNING: u8 = 1;
+const DONE: u8 = 2;
+const CANCELLED: u8 = 3;
+
+/// How long a caller that ran out of parts spins for a running helper before it sleeps: about
+/// one part of a large call. Sleeping costs a wake-up of tens of microseconds on a VM.
+const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(500);
+
+/// One `run_parts` call, shared with its helper jobs.
+struct SharedCall {
+    work: &'static (dyn Fn(usize) + Sync),
+    parts: usize,
+    next_part: AtomicUsize,
+    /// PENDING until a helper starts (RUNNING) or the caller cancels it; RUNNING until DONE.
+    helper_states: Vec<AtomicU8>,
+    first_panic: Mutex<Option<Box<dyn Any + Send>>>,
+    caller: Thread,
+}
+
+impl SharedCall {
+    /// Runs parts until none is left, keeping the first panic for the caller.
+    fn take_parts(&self) {
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| loop {
+            let part = self.next_part.fetch_add(1, Ordering::Relaxed);
+            if part >= self.parts {
+                break;
+            }
+            (self.work)(part);
+        }));
+        if let Err(payload) = result {
+            // Stop the others early: the call fails anyway.
+            self.next_part.store(self.parts, Ordering::Relaxed);
+            let mut first = self
+                .first_panic
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            first.get_or_insert(payload);
+        }
+    }
+
+    fn help(&self, helper: usize) {
+        let state = &self.helper_states[helper];
+        if state
+            .compare_exchange(PENDING, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return; // cancelled: the caller has returned and `work` may be gone
+        }
+        self.take_parts();
+        state.store(DONE, Ordering::Release);
+        self.caller.unpark();
+    }
+}
+
+fn wait_until_done(state: &AtomicU8) {
+    let start = Instant::now();
+    while state.load(Ordering::Acquire) != DONE {
+        if start.elapsed() < SPIN_BEFORE_SLEEP {
+            for _ in 0..64 {
+                std::hint::spin_loop();
+            }
+        } else {
+            // `unpark` after DONE wakes this; the timeout only bounds a missed wake-up.
+            std::thread::park_timeout(Duration::from_millis(1));
+        }
+    }
 }
 
 /// The worker pool, one per process, with one thread fewer than the cores: the calling
@@ -105,4 +205,77 @@ pub fn pool() -> Arc<ThreadPool> {
     );
     *guard = Some((pid, Arc::clone(&pool)));
     pool
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    fn counts_after(threads: usize, parts: usize) -> Vec<u32> {
+        let counts: Vec<AtomicU32> = (0..parts).map(|_| AtomicU32::new(0)).collect();
+        run_parts(threads, parts, |part| {
+            counts[part].fetch_add(1, Ordering::Relaxed);
+        });
+        counts.into_iter().map(AtomicU32::into_inner).collect()
+    }
+
+    #[test]
+    fn every_part_runs_exactly_once() {
+        for threads in [1, 2, 3, 8] {
+            for parts in [0, 1, 2, 3, 7, 64] {
+                assert!(
+                    counts_after(threads, parts).iter().all(|&c| c == 1),
+                    "threads {threads}, parts {parts}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn slow_parts_finish_before_the_call_returns() {
+        // A helper that claims a part must be waited for, even past the spin budget.
+        let finished = AtomicU32::new(0);
+        run_parts(2, 4, |_| {
+            std::thread::sleep(Duration::from_millis(2));
+            finished.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(finished.load(Ordering::Relaxed), 4);
+    }
+
+    #[test]
+    fn concurrent_callers_all_complete() {
+        // More callers than pool workers: pending helpers get cancelled, nobody waits forever.
+        std::thread::scope(|scope| {
+            for _ in 0..6 {
+                scope.spawn(|| {
+                    for _ in 0..200 {
+                        assert!(counts_after(2, 5).iter().all(|&c| c == 1));
+                    }
+                });
+            }
+        });
+    }
+
+    #[test]
+    fn a_panicking_part_reaches_the_caller_after_the_others_stop() {
+        let running = AtomicU32::new(0);
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            run_parts(2, 16, |part| {
+                running.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_micros(200));
+                running.fetch_sub(1, Ordering::SeqCst);
+                if part == 3 {
+                    panic!("part three failed");
+                }
+            })
+        }));
+        let payload = result.expect_err("the panic must reach the caller");
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&"part three failed"));
+        assert_eq!(
+            running.load(Ordering::SeqCst),
+            0,
+            "a part was still running"
+        );
+    }
 }
