@@ -7,7 +7,7 @@ use super::dispatch::{DispatchElement, Level, SimdTask};
 use super::math::Activation;
 use super::microkernel::{chunk_rows, layer_chunk, layer_single_row};
 use super::pack::{pack_input_chunk, PackedLayer, MAX_LANES};
-use super::simd::{Element, InputElement, Simd};
+use super::simd::{Element, InputElement, Prefetch, Simd};
 use crate::threads;
 
 /// A model packed for one instruction-set level.
@@ -187,14 +187,19 @@ impl<E: DispatchElement, X: InputElement> SimdTask<E> for RowsTask<'_, E, X> {
                 let x_chunk = &x[start * features..(start + live) * features];
                 if live * MIN_TILED_ROWS_DIVISOR >= chunk {
                     pack_input_chunk(s, x_chunk, live, features, model.input_scale, packed_input);
+                    // The first layer, the longest, pulls in the next chunk's rows as it goes.
+                    let next_end = (start + live + chunk).min(rows);
+                    let next_rows =
+                        Prefetch::of(&x[(start + live) * features..next_end * features]);
                     // Layer i writes buffer i % 2 and reads the other (or the packed input).
                     for (index, layer) in model.layers.iter().enumerate() {
-                        let (input, output): (&[E], &mut [E]) = match index {
-                            0 => (packed_input, chunk_even),
-                            i if i % 2 == 1 => (chunk_even, chunk_odd),
-                            _ => (chunk_odd, chunk_even),
+                        let (input, output, prefetch): (&[E], &mut [E], _) = match index {
+                            0 => (packed_input, chunk_even, next_rows),
+                            i if i % 2 == 1 => (chunk_even, chunk_odd, Prefetch::NONE),
+                            _ => (chunk_odd, chunk_even, Prefetch::NONE),
                         };
-                        layer_chunk(s, layer, activation_of(index, layer), input, output);
+                        let activation = activation_of(index, layer);
+                        layer_chunk(s, layer, activation, input, output, prefetch);
                     }
                     let result = if last % 2 == 0 {
                         &*chunk_even

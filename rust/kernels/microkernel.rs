@@ -4,7 +4,7 @@
 
 use super::math::{apply_elementwise, softmax_vertical, Activation, ExpConstants};
 use super::pack::PackedLayer;
-use super::simd::{Element, Simd};
+use super::simd::{Element, Prefetch, Simd};
 
 /// Rows one batched chunk holds: two vectors' worth, so each broadcast weight feeds two FMAs.
 #[inline(always)]
@@ -13,12 +13,14 @@ pub fn chunk_rows<S: Simd>() -> usize {
 }
 
 /// One column tile over one chunk: `dst[(first + c) * R + r] = act(bias[c] + sum_k inp[k * R + r] *
-/// w[k * C + c])` for `r < R = 2 * LANES`, with `C` accumulator pairs held in registers.
+/// w[k * C + c])` for `r < R = 2 * LANES`, with `C` accumulator pairs held in registers. The
+/// `prefetch` lines are requested evenly spread over the k loop.
 ///
 /// # Safety
 /// `inp` must be readable for `inputs * R` elements, `w` for `inputs * C`, `bias` for `C`,
 /// and `dst` writable for `C * R` elements.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)] // the micro-kernel's operands, passed as raw parts
 unsafe fn column_tile<S: Simd, const C: usize>(
     s: S,
     inputs: usize,
@@ -27,11 +29,19 @@ unsafe fn column_tile<S: Simd, const C: usize>(
     bias: *const S::Elem,
     activation: Activation,
     dst: *mut S::Elem,
+    prefetch: Prefetch,
 ) where
     S::Elem: ExpConstants,
 {
     let lanes = S::LANES;
     let rows = 2 * lanes;
+    // A countdown, not `k % every`: a division per k-step costs more than the prefetch saves.
+    let every = match prefetch.lines() {
+        0 => usize::MAX,
+        lines => (inputs / lines).max(1),
+    };
+    let mut countdown = 0;
+    let mut next_line = 0;
     let zero = s.splat(S::Elem::ZERO);
     let mut low = [zero; C];
     let mut high = [zero; C];
@@ -44,6 +54,12 @@ unsafe fn column_tile<S: Simd, const C: usize>(
             high[c] = low[c];
         }
         for k in 0..inputs {
+            if countdown == 0 {
+                countdown = every;
+                prefetch.request(next_line);
+                next_line += 1;
+            }
+            countdown -= 1;
             let a_low = s.load(inp.add(k * rows));
             let a_high = s.load(inp.add(k * rows + lanes));
             let wk = w.add(k * C);
@@ -64,7 +80,8 @@ unsafe fn column_tile<S: Simd, const C: usize>(
 }
 
 /// One layer over one chunk: `inp` is `[inputs][R]`, `out` becomes `[outputs][R]`.
-/// `activation` is the layer's own, or log-softmax in place of its softmax.
+/// `activation` is the layer's own, or log-softmax in place of its softmax. The tiles share
+/// out the `prefetch` lines.
 #[inline(always)]
 pub fn layer_chunk<S: Simd>(
     s: S,
@@ -72,12 +89,14 @@ pub fn layer_chunk<S: Simd>(
     activation: Activation,
     inp: &[S::Elem],
     out: &mut [S::Elem],
+    prefetch: Prefetch,
 ) where
     S::Elem: ExpConstants,
 {
     let rows = chunk_rows::<S>();
     assert!(inp.len() >= layer.inputs * rows && out.len() >= layer.outputs * rows);
-    for tile in &layer.tiles {
+    for (index, tile) in layer.tiles.iter().enumerate() {
+        let tile_prefetch = prefetch.share(index, layer.tiles.len());
         let weights = &layer.tiled_weights[tile.offset..tile.offset + layer.inputs * tile.width];
         let bias = &layer.bias[tile.first_col..tile.first_col + tile.width];
         let dst = out[tile.first_col * rows..(tile.first_col + tile.width) * rows].as_mut_ptr();
@@ -96,6 +115,7 @@ pub fn layer_chunk<S: Simd>(
                                 bias.as_ptr(),
                                 activation,
                                 dst,
+                                tile_prefetch,
                             )
                         }
                     })*
