@@ -85,6 +85,23 @@ def test_bench_is_dispatched_with_its_arguments(monkeypatch):
     assert received == [["--help", "--rows", "7"]]
 
 
+def test_bench_comparison_times_every_engine_beside_the_sgemm(capsys):
+    from fastmlp import _bench
+
+    rows = _bench.run_comparison([1, 40], threads=1, rounds=2, settle=0, sgemm_size=64)
+    engines = [row["engine"] for row in rows if row["batch"] == 1]
+    assert engines[0] == "fastmlp" and "numpy" in engines and _bench.SGEMM not in engines
+    assert [row["batch"] for row in rows] == [1] * len(engines) + [40] * len(engines)
+    for row in rows:
+        assert row["seconds"] > 0 and row["peak"] > 0
+        assert row["peak_share"] == pytest.approx(row["gflops"] / row["peak"])
+        fastmlp_row = next(r for r in rows if r["batch"] == row["batch"])
+        assert row["ratio"] == pytest.approx(row["seconds"] / fastmlp_row["seconds"])
+    table = _bench.format_table(rows, threads=1)
+    assert "timed in the same rounds as each batch size" in table
+    assert table.count("fastmlp ") >= 2 and "numpy" in table
+
+
 def test_missing_weights_file_is_a_clean_error(tmp_path, capsys):
     assert cli.main(["demo", "--weights", str(tmp_path / "nowhere.pkl")]) == 1
     error = capsys.readouterr().err
