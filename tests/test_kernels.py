@@ -366,6 +366,7 @@ def test_large_softmax_agrees_and_is_identical_for_any_thread_count(level, name,
         (np.float32, (3001, 257)),
         (np.float64, (3001, 257)),
         (np.float32, (8001, 31)),
+        (np.float32, (10001, 10)),  # short rows, split from 2^15 elements
     ]:
         x = random_values(rng, shape, dtype)
         one = call(name, x, axis, threads=1)
