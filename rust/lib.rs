@@ -32,6 +32,10 @@ const MAX_CORE_ALLOCATED_OUTPUTS: usize = 1 << 20;
 /// Below this many elements an element-wise call keeps the GIL: releasing and re-acquiring it
 /// costs more than the computation.
 const DETACH_THRESHOLD: usize = 1 << 15;
+// An element-wise call that keeps the GIL must never wait for the worker pool (a split needs
+// two tasks' worth of elements).
+const _: () = assert!(DETACH_THRESHOLD < 2 * kernels::elementwise::SOFTMAX_ELEMENTS_PER_TASK);
+const _: () = assert!(DETACH_THRESHOLD < 2 * kernels::elementwise::ELEMENTS_PER_TASK);
 
 /// Below this many multiply-adds a forward pass keeps the GIL. Releasing it costs two mutex
 /// operations, and taking it back can mean waiting for another thread's switch interval; a

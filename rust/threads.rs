@@ -65,13 +65,13 @@ pub fn run_parts(threads: usize, parts: usize, work: impl Fn(usize) + Sync) {
         (0..parts).for_each(work);
         return;
     }
-    let work: &(dyn Fn(usize) + Sync) = &work;
-    // SAFETY: the lifetime is erased only to hand the pointer to pool jobs; a job dereferences
-    // it only after winning `PENDING -> RUNNING`, and this function does not return (nor
-    // unwind: every part runs under `catch_unwind`) while any helper is RUNNING, so `work`
-    // outlives every use.
+    let work: *const (dyn Fn(usize) + Sync + '_) = &work;
+    // SAFETY: only the pointer's lifetime bound changes (same layout); `SharedCall::work` says
+    // when it may be called.
     let work = unsafe {
-        std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static (dyn Fn(usize) + Sync)>(work)
+        std::mem::transmute::<*const (dyn Fn(usize) + Sync + '_), *const (dyn Fn(usize) + Sync)>(
+            work,
+        )
     };
     let call = Arc::new(SharedCall {
         work,
@@ -81,21 +81,16 @@ pub fn run_parts(threads: usize, parts: usize, work: impl Fn(usize) + Sync) {
         first_panic: Mutex::new(None),
         caller: std::thread::current(),
     });
+    // Created before the first helper exists: however this function is left, the guard's drop
+    // cancels every helper that has not started and waits for every one that has.
+    let helpers_finished = FinishHelpers(&call);
     let pool = pool();
     for helper in 0..helpers {
         let call = Arc::clone(&call);
-        pool.spawn(move || call.help(helper));
+        pool.spawn(move || call.run_as_helper(helper));
     }
     call.take_parts();
-    for state in call.helper_states.iter() {
-        if state
-            .compare_exchange(PENDING, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            continue;
-        }
-        wait_until_done(state);
-    }
+    drop(helpers_finished);
     let panic = call
         .first_panic
         .lock()
@@ -117,7 +112,10 @@ const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(500);
 
 /// One `run_parts` call, shared with its helper jobs.
 struct SharedCall {
-    work: &'static (dyn Fn(usize) + Sync),
+    /// The caller's closure, its lifetime erased so that pool jobs can hold it: only the caller
+    /// and helpers that won `PENDING -> RUNNING` call it, and the caller does not leave
+    /// `run_parts` while any helper is RUNNING (`FinishHelpers`).
+    work: *const (dyn Fn(usize) + Sync),
     parts: usize,
     next_part: AtomicUsize,
     /// PENDING until a helper starts (RUNNING) or the caller cancels it; RUNNING until DONE.
@@ -126,15 +124,24 @@ struct SharedCall {
     caller: Thread,
 }
 
+// SAFETY: `work` points to a `Sync` closure and is only called under the protocol above; every
+// other field is Send and Sync.
+unsafe impl Send for SharedCall {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for SharedCall {}
+
 impl SharedCall {
-    /// Runs parts until none is left, keeping the first panic for the caller.
+    /// Runs parts until none is left, keeping the first panic for the caller. Must only be
+    /// called by the caller of `run_parts` or by a helper in state RUNNING.
     fn take_parts(&self) {
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| loop {
             let part = self.next_part.fetch_add(1, Ordering::Relaxed);
             if part >= self.parts {
                 break;
             }
-            (self.work)(part);
+            // SAFETY: the closure is alive: this is the caller, inside `run_parts`, or a RUNNING
+            // helper, which `run_parts` waits for before it returns or unwinds.
+            unsafe { (*self.work)(part) };
         }));
         if let Err(payload) = result {
             // Stop the others early: the call fails anyway.
@@ -143,17 +150,23 @@ impl SharedCall {
                 .first_panic
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            first.get_or_insert(payload);
+            if first.is_none() {
+                *first = Some(payload);
+            } else {
+                // A later panic's payload is leaked, not dropped: its destructor could panic
+                // in turn and unwind out of here.
+                std::mem::forget(payload);
+            }
         }
     }
 
-    fn help(&self, helper: usize) {
+    fn run_as_helper(&self, helper: usize) {
         let state = &self.helper_states[helper];
         if state
             .compare_exchange(PENDING, RUNNING, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
-            return; // cancelled: the caller has returned and `work` may be gone
+            return; // cancelled: the caller may have returned and `work` may be gone
         }
         self.take_parts();
         state.store(DONE, Ordering::Release);
@@ -161,16 +174,34 @@ impl SharedCall {
     }
 }
 
-fn wait_until_done(state: &AtomicU8) {
-    let start = Instant::now();
-    while state.load(Ordering::Acquire) != DONE {
-        if start.elapsed() < SPIN_BEFORE_SLEEP {
-            for _ in 0..64 {
-                std::hint::spin_loop();
+/// Cancels, on drop, the helpers that have not started, then waits for the running ones.
+struct FinishHelpers<'a>(&'a SharedCall);
+
+impl Drop for FinishHelpers<'_> {
+    fn drop(&mut self) {
+        let states = &self.0.helper_states;
+        let mut running = Vec::with_capacity(states.len());
+        for state in states {
+            if state
+                .compare_exchange(PENDING, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                running.push(state);
             }
-        } else {
-            // `unpark` after DONE wakes this; the timeout only bounds a missed wake-up.
-            std::thread::park_timeout(Duration::from_millis(1));
+        }
+        let start = Instant::now();
+        for state in running {
+            while state.load(Ordering::Acquire) != DONE {
+                if start.elapsed() < SPIN_BEFORE_SLEEP {
+                    for _ in 0..64 {
+                        std::hint::spin_loop();
+                    }
+                } else {
+                    // The helper stores DONE before it unparks us, and the state is read again
+                    // after every wake-up, spurious or not.
+                    std::thread::park();
+                }
+            }
         }
     }
 }
@@ -234,7 +265,7 @@ mod tests {
 
     #[test]
     fn slow_parts_finish_before_the_call_returns() {
-        // A helper that claims a part must be waited for, even past the spin budget.
+        // Parts far longer than the spin budget: whoever runs them, all are done on return.
         let finished = AtomicU32::new(0);
         run_parts(2, 4, |_| {
             std::thread::sleep(Duration::from_millis(2));
