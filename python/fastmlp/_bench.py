@@ -261,6 +261,7 @@ def run_comparison(
                         "ratio": seconds / best["fastmlp"],
                         "gflops": gflops,
                         "peak": peak,
+                        "sgemm_size": sgemm_size,
                         "peak_share": gflops / peak,
                     }
                 )
@@ -275,6 +276,7 @@ def _format_time(seconds: float) -> str:
 
 def format_table(rows: "list[dict]", threads: int) -> str:
     peaks = sorted({round(row["peak"]) for row in rows})
+    size = rows[0]["sgemm_size"] if rows else SGEMM_SIZE
     if not peaks:
         peak_range = "not measured"
     elif len(peaks) == 1:
@@ -283,7 +285,7 @@ def format_table(rows: "list[dict]", threads: int) -> str:
         peak_range = f"{peaks[0]}-{peaks[-1]}"
     lines = [
         f"machine: {machine_description()}",
-        f"threads: {threads}; large sgemm (NumPy BLAS, float32, {SGEMM_SIZE}^3), timed in the "
+        f"threads: {threads}; large sgemm (NumPy BLAS, float32, {size}^3), timed in the "
         f"same rounds as each batch size: {peak_range} GFLOP/s",
         "network: 784-50-100-10 (sigmoid, sigmoid, softmax), float32; "
         "times are the minimum of interleaved rounds",

@@ -10,12 +10,14 @@ use crate::threads;
 
 /// Elements per parallel task of an element-wise activation: large enough (hundreds of
 /// microseconds) to amortise a wake-up.
-const ELEMENTS_PER_TASK: usize = 1 << 18;
+pub const ELEMENTS_PER_TASK: usize = 1 << 18;
 
-/// The same for softmax, whose element costs several times a sigmoid's (a max, an exp, a sum
-/// and a division per element; short rows also gather and scatter through scratch): a
-/// (10000, 10) softmax, 100k elements, takes about 230 us on one Zen 3 core.
-const SOFTMAX_ELEMENTS_PER_TASK: usize = 1 << 15;
+/// Elements per parallel task of a softmax, whose element costs several times a sigmoid's (a
+/// max, an exp, a sum and a division; short rows also gather and scatter through scratch): a
+/// (10000, 10) float32 softmax, 100k elements, took about 230 us on one Zen 3 core, so a task
+/// of 2^15 elements is some 75 us, and a helper that wakes late no longer delays the call
+/// (`threads::run_parts`).
+pub const SOFTMAX_ELEMENTS_PER_TASK: usize = 1 << 15;
 
 /// Source of a kernel: a separate input, or the output buffer itself (in place).
 #[derive(Clone, Copy)]

@@ -239,11 +239,16 @@ impl Prefetch {
         lines: 0,
     };
 
-    /// Every cache line `data` touches.
+    /// Every cache line `data` touches (from the line holding its first byte).
     pub fn of<T>(data: &[T]) -> Prefetch {
+        if data.is_empty() {
+            return Prefetch::NONE;
+        }
+        let start = data.as_ptr() as usize;
+        let misalignment = start % Self::CACHE_LINE;
         Prefetch {
-            first: data.as_ptr().cast(),
-            lines: std::mem::size_of_val(data).div_ceil(Self::CACHE_LINE),
+            first: data.as_ptr().cast::<u8>().wrapping_sub(misalignment),
+            lines: (misalignment + std::mem::size_of_val(data)).div_ceil(Self::CACHE_LINE),
         }
     }
 
@@ -251,26 +256,28 @@ impl Prefetch {
         self.lines
     }
 
-    /// Share `index` of `shares` nearly equal, consecutive shares.
+    /// Share `index` of `shares` consecutive shares whose sizes differ by at most one line.
     pub fn share(self, index: usize, shares: usize) -> Prefetch {
-        let per_share = self.lines.div_ceil(shares.max(1));
-        let start = (index * per_share).min(self.lines);
+        let shares = shares.max(1);
+        let start = index.min(shares) * self.lines / shares;
+        let end = (index + 1).min(shares) * self.lines / shares;
         Prefetch {
             first: self.first.wrapping_add(start * Self::CACHE_LINE),
-            lines: per_share.min(self.lines - start),
+            lines: end - start,
         }
     }
 
-    /// Requests line `line`, if it is one of this range's.
+    /// Requests line `line`, if it is one of this range's, into L2 rather than L1: the lines
+    /// are next read a whole layer later, and a chunk of rows (50-100 KB) outsizes L1.
     #[inline(always)]
     pub fn request(self, line: usize) {
         if line < self.lines {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: PREFETCHT0 is baseline SSE on x86-64 and never faults, whatever the address;
+            // SAFETY: PREFETCHT1 is baseline SSE on x86-64 and never faults, whatever the address;
             // the address lies inside the range `of` was given anyway.
             unsafe {
-                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-                _mm_prefetch::<_MM_HINT_T0>(
+                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+                _mm_prefetch::<_MM_HINT_T1>(
                     self.first.wrapping_add(line * Self::CACHE_LINE).cast(),
                 );
             }
@@ -978,20 +985,27 @@ mod tests {
 
     #[test]
     fn prefetch_shares_cover_every_line_once_in_order() {
-        let data = vec![0u8; 50_000];
-        let all = Prefetch::of(&data);
-        assert_eq!(all.lines(), 50_000usize.div_ceil(Prefetch::CACHE_LINE));
-        for shares in [1, 2, 5, 9, 782, 800] {
-            let mut next = data.as_ptr();
+        let buffer = vec![0u8; 50_100];
+        let offset = (Prefetch::CACHE_LINE - buffer.as_ptr() as usize % 64) % 64 + 16;
+        let data = &buffer[offset..offset + 50_000]; // starts 16 bytes into a line
+        let all = Prefetch::of(data);
+        assert_eq!(all.first as usize % Prefetch::CACHE_LINE, 0);
+        assert_eq!(all.first, data.as_ptr().wrapping_sub(16));
+        assert_eq!(
+            all.lines(),
+            (16 + 50_000usize).div_ceil(Prefetch::CACHE_LINE)
+        );
+        for shares in [1, 2, 5, 9, 783, 784, 800] {
+            let mut next = all.first;
             let mut total = 0;
             for index in 0..shares {
                 let share = all.share(index, shares);
-                if share.lines() > 0 {
-                    assert_eq!(
-                        share.first, next,
-                        "{shares} shares: share {index} not contiguous"
-                    );
-                }
+                let even = all.lines() / shares;
+                assert!(share.lines() == even || share.lines() == even + 1);
+                assert_eq!(
+                    share.first, next,
+                    "{shares} shares: share {index} not contiguous"
+                );
                 next = share
                     .first
                     .wrapping_add(share.lines() * Prefetch::CACHE_LINE);
