@@ -11,6 +11,9 @@ Groups (``--benchmark-group-by=group`` puts each group's rows side by side):
 - ``tutorial``: the book's per-sample NumPy loop (and its batched loop) over 1,000 images
   against one fastmlp call.
 - ``mnist``: the real MNIST test set with the book's weights (skips without the data).
+- ``mnist-1``: one real test image (four-fifths of its pixels are zero, which a single row
+  skips) through the book's weights: fastmlp on pixels and on pixels / 255, ONNX Runtime and
+  NumPy on pixels / 255.
 
 Every benchmark checks its engine's output once, so a broken engine cannot post a fast time.
 Nothing here asserts on speed.
@@ -22,7 +25,7 @@ import numpy as np
 import pytest
 
 import fastmlp
-from fastmlp import reference
+from fastmlp import _bench, reference
 
 BATCH_SIZES = (1, 100, 10_000, 100_000)
 PEER_BATCH_SIZES = (1, 100, 10_000)  # the slow or optional peers skip 100,000 rows
@@ -342,3 +345,63 @@ def test_mnist_tutorial_per_sample_loop(benchmark, record, timings, derived, mni
             f"{'mnist':>13}: book's per-sample loop / fastmlp uint8 = {seconds / base:.1f}x "
             "(10,000 test images, accuracy 0.9352 both)"
         )
+
+
+# -- mnist-1: one real image, whose zero pixels a single row skips -----------------------
+
+
+@pytest.fixture(scope="module")
+def mnist_one(mnist_case):
+    flat, scaled, _, weights = mnist_case
+    activations = ("sigmoid", "sigmoid", "softmax")
+    layers = [(weights[f"W{i}"], weights[f"b{i}"], a) for i, a in enumerate(activations, 1)]
+    one_scaled = scaled[:1].copy()
+    return flat[:1].copy(), one_scaled, weights, layers, reference.forward(layers, one_scaled)
+
+
+def test_mnist_one_fastmlp_uint8(benchmark, record, mnist_one):
+    pixels, _, weights, _, expected = mnist_one
+    model = fastmlp.MLP.from_dict(weights, input_scale=PIXEL_SCALE)
+    result = measure(benchmark, model.predict_proba, pixels, rows=1, group="mnist-1")
+    close(result, expected)
+    record()
+
+
+def test_mnist_one_fastmlp_float32(benchmark, record, mnist_one):
+    _, scaled, weights, _, expected = mnist_one
+    model = fastmlp.MLP.from_dict(weights)
+    result = measure(benchmark, model.predict_proba, scaled, rows=1, group="mnist-1")
+    close(result, expected)
+    record()
+
+
+def test_mnist_one_numpy_reference(benchmark, record, timings, derived, mnist_one):
+    _, scaled, _, layers, expected = mnist_one
+    result = measure(benchmark, reference.forward, layers, scaled, rows=1, group="mnist-1")
+    close(result, expected)
+    seconds = record()
+    note_ratio(
+        derived,
+        timings,
+        "mnist-1",
+        "test_mnist_one_fastmlp_float32",
+        seconds,
+        "numpy reference / fastmlp float32",
+    )
+
+
+def test_mnist_one_onnxruntime(benchmark, record, timings, derived, threads, mnist_one):
+    pytest.importorskip(
+        "onnxruntime", reason='ONNX Runtime is not installed (pip install "fastmlp[bench]")'
+    )
+    pytest.importorskip("onnx", reason='onnx is not installed (pip install "fastmlp[bench]")')
+    _, scaled, _, layers, expected = mnist_one
+    run = _bench.onnxruntime_forward(layers, threads)
+    result = measure(benchmark, run, scaled, rows=1, group="mnist-1")
+    close(result, expected)
+    seconds = record()
+    for name, label in (
+        ("test_mnist_one_fastmlp_float32", "onnxruntime / fastmlp float32"),
+        ("test_mnist_one_fastmlp_uint8", "onnxruntime / fastmlp uint8"),
+    ):
+        note_ratio(derived, timings, "mnist-1", name, seconds, label)

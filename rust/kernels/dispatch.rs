@@ -98,24 +98,24 @@ macro_rules! impl_dispatch {
             fn dispatch<T: SimdTask<$e>>(level: Level, task: T) -> T::Output {
                 #[cfg(target_arch = "x86_64")]
                 {
-                    #[target_feature(enable = "avx512f,avx2,fma")]
+                    #[target_feature(enable = "avx512f,avx2,fma,popcnt")]
                     fn run_avx512<T: SimdTask<$e>>(simd: Avx512<$e>, task: T) -> T::Output {
                         task.run(simd)
                     }
-                    #[target_feature(enable = "avx2,fma")]
+                    #[target_feature(enable = "avx2,fma,popcnt")]
                     fn run_avx2<T: SimdTask<$e>>(simd: Avx2<$e>, task: T) -> T::Output {
                         task.run(simd)
                     }
                     match level {
                         Level::Avx512 => {
                             if let Some(simd) = Avx512::<$e>::detect() {
-                                // SAFETY: the token's existence proves avx512f, avx2 and fma.
+                                // SAFETY: the token's existence proves avx512f, avx2, fma and popcnt.
                                 return unsafe { run_avx512(simd, task) };
                             }
                         }
                         Level::Avx2 => {
                             if let Some(simd) = Avx2::<$e>::detect() {
-                                // SAFETY: the token's existence proves avx2 and fma are available.
+                                // SAFETY: the token's existence proves avx2, fma and popcnt are available.
                                 return unsafe { run_avx2(simd, task) };
                             }
                         }

@@ -7,7 +7,9 @@ use super::dispatch::{DispatchElement, Level, SimdTask};
 use super::math::Activation;
 use super::microkernel::{chunk_rows, layer_chunk, layer_single_row};
 use super::pack::{pack_input_chunk, PackedLayer, MAX_LANES};
-use super::simd::{Element, InputElement, Prefetch, Simd};
+use super::simd::{
+    return_index_scratch, take_index_scratch, Element, InputElement, Prefetch, Simd,
+};
 use crate::threads;
 
 /// A model packed for one instruction-set level.
@@ -173,6 +175,7 @@ impl<E: DispatchElement, X: InputElement> SimdTask<E> for RowsTask<'_, E, X> {
         let tiled_len = (features + 2 * widest) * chunk;
         let row_len = features + 2 * widest + widest * S::LANES;
         let mut scratch = E::take_scratch(tiled_len + row_len);
+        let mut indices = take_index_scratch(features.max(widest));
         {
             let (tiled, row) = scratch.split_at_mut(tiled_len);
             let (packed_input, tiled) = tiled.split_at_mut(features * chunk);
@@ -229,7 +232,15 @@ impl<E: DispatchElement, X: InputElement> SimdTask<E> for RowsTask<'_, E, X> {
                             };
                             let activation = activation_of(index, layer);
                             let input = &input[..layer.inputs];
-                            layer_single_row(s, layer, activation, input, output, softmax_scratch);
+                            layer_single_row(
+                                s,
+                                layer,
+                                activation,
+                                input,
+                                output,
+                                softmax_scratch,
+                                &mut indices,
+                            );
                         }
                         let result = if last % 2 == 0 { &*row_even } else { &*row_odd };
                         emit_row(&result[..outputs], start + r, &mut sink);
@@ -239,6 +250,7 @@ impl<E: DispatchElement, X: InputElement> SimdTask<E> for RowsTask<'_, E, X> {
             }
         }
         E::return_scratch(scratch);
+        return_index_scratch(indices);
     }
 }
 

@@ -138,52 +138,132 @@ pub fn layer_chunk<S: Simd>(
     }
 }
 
-/// `B` vectors of outputs for one row, at element offsets `offsets`: independent FMA chains
-/// over k, one per vector, then the element-wise activation in registers. Offsets may overlap
-/// (the last vector of a layer is shifted back to end at its last output); overlapping lanes
-/// compute identical values, so the overlapping stores agree.
+/// `B` vectors of outputs for one row, vector `b` at element offset `b * LANES` of `w`'s rows,
+/// `bias` and `dst`, except the last, at `last` (the last vector of a layer is shifted back to
+/// end at its last output; overlapping lanes compute identical values, so the overlapping
+/// stores agree). Independent FMA chains over k, one per vector, then the element-wise
+/// activation in registers. All offsets but `last` are constants, so the loop keeps no
+/// register per vector for them.
+///
+/// With `nonzero`, only those steps k run (ascending): the others have a zero input, and with
+/// finite weights their products are zeros, which change no sum other than a zero's sign. The
+/// result then says whether any sum ended at zero, whose sign the full sum might have set
+/// differently.
 ///
 /// # Safety
 /// `w` must be readable at `k * stride + offset .. + LANES` for every `k < input.len()` and
-/// offset; `bias` and `dst` at `offset .. + LANES`.
+/// offset; `bias` and `dst` at `offset .. + LANES`; every `nonzero` index is below
+/// `input.len()`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)] // the micro-kernel's operands, passed as raw parts
 unsafe fn gemv_block<S: Simd, const B: usize>(
     s: S,
     input: &[S::Elem],
+    nonzero: Option<&[u32]>,
     w: *const S::Elem,
     stride: usize,
     bias: *const S::Elem,
-    offsets: [usize; B],
+    last: usize,
     activation: Activation,
     dst: *mut S::Elem,
-) where
+) -> bool
+where
     S::Elem: ExpConstants,
 {
+    let offset = |b: usize| if b + 1 == B { last } else { b * S::LANES };
     // SAFETY: (whole body) offsets are within the extents the caller guarantees.
     unsafe {
         let mut acc = [s.splat(S::Elem::ZERO); B];
-        for b in 0..B {
-            acc[b] = s.load(bias.add(offsets[b]));
+        for (b, sum) in acc.iter_mut().enumerate() {
+            *sum = s.load(bias.add(offset(b)));
         }
-        for (k, &x) in input.iter().enumerate() {
-            let xk = s.splat(x);
-            let wk = w.add(k * stride);
-            for b in 0..B {
-                acc[b] = s.mul_add(xk, s.load(wk.add(offsets[b])), acc[b]);
+        // A macro, not a closure: a closure would be compiled outside the caller's target
+        // features.
+        macro_rules! step {
+            ($k:expr, $x:expr) => {{
+                let xk = s.splat($x);
+                let wk = w.add($k * stride);
+                for (b, sum) in acc.iter_mut().enumerate() {
+                    *sum = s.mul_add(xk, s.load(wk.add(offset(b))), *sum);
+                }
+            }};
+        }
+        let mut ended_at_zero = false;
+        match nonzero {
+            None => {
+                for (k, &x) in input.iter().enumerate() {
+                    step!(k, x);
+                }
+            }
+            Some(steps) => {
+                for &k in steps {
+                    let k = k as usize;
+                    step!(k, *input.get_unchecked(k));
+                }
+                for &sum in &acc {
+                    ended_at_zero |= s.any_zero(sum);
+                }
             }
         }
-        for b in 0..B {
-            s.store(
-                dst.add(offsets[b]),
-                apply_elementwise(s, activation, acc[b]),
-            );
+        for (b, &sum) in acc.iter().enumerate() {
+            s.store(dst.add(offset(b)), apply_elementwise(s, activation, sum));
         }
+        ended_at_zero
     }
 }
 
+/// How many of `input`'s values are not zero (NaN included).
+#[inline(always)]
+fn count_nonzero<S: Simd>(s: S, input: &[S::Elem]) -> usize {
+    let lanes = S::LANES;
+    let full = input.len() - input.len() % lanes;
+    let mut count = 0;
+    for first in (0..full).step_by(lanes) {
+        // SAFETY: first + LANES <= input.len().
+        let values = unsafe { s.load(input.as_ptr().add(first)) };
+        count += s.nonzero_mask(values).count_ones() as usize;
+    }
+    count
+        + input[full..]
+            .iter()
+            .filter(|&&x| x != S::Elem::ZERO)
+            .count()
+}
+
+/// Writes the indices of `input`'s nonzero values (NaN included) to the front of `indices`, in
+/// ascending order, and returns how many there are.
+#[inline(always)]
+fn collect_nonzero<S: Simd>(s: S, input: &[S::Elem], indices: &mut [u32]) -> usize {
+    assert!(indices.len() >= input.len() && input.len() <= u32::MAX as usize);
+    let lanes = S::LANES;
+    let full = input.len() - input.len() % lanes;
+    let mut count = 0;
+    for first in (0..full).step_by(lanes) {
+        // SAFETY: first + LANES <= input.len(); count <= first, so the LANES entries written
+        // from `count` end at most at first + LANES <= indices.len().
+        count += unsafe {
+            s.store_nonzero_lanes(
+                s.load(input.as_ptr().add(first)),
+                first as u32,
+                indices.as_mut_ptr().add(count),
+            )
+        };
+    }
+    for (index, &x) in input.iter().enumerate().skip(full) {
+        indices[count] = index as u32;
+        count += usize::from(x != S::Elem::ZERO);
+    }
+    count
+}
+
 /// One layer for one row: `input` has `inputs` values, `out` gets `row_width` values (the first
-/// `outputs` meaningful). `scratch` holds `outputs * LANES` elements for softmax layers.
+/// `outputs` meaningful). `scratch` holds `outputs * LANES` elements for softmax layers,
+/// `indices` at least `inputs` entries.
+///
+/// Steps whose input is zero are skipped when every weight is finite: a single row streams the
+/// whole weight matrix from L2, so MNIST's four-fifths of zero pixels are four-fifths of layer
+/// 1's time. The result stays bit-identical to the full sum (and to the row in a batch): a
+/// layer where any sum ends at zero, whose sign a skipped step could have set, is rerun in full.
 #[inline(always)]
 pub fn layer_single_row<S: Simd>(
     s: S,
@@ -192,6 +272,7 @@ pub fn layer_single_row<S: Simd>(
     input: &[S::Elem],
     out: &mut [S::Elem],
     scratch: &mut [S::Elem],
+    indices: &mut [u32],
 ) where
     S::Elem: ExpConstants,
 {
@@ -211,27 +292,56 @@ pub fn layer_single_row<S: Simd>(
     let w = layer.row_major_weights.as_ptr();
     let bias = layer.padded_bias.as_ptr();
     let dst = out.as_mut_ptr();
-    let mut v = 0;
-    while v < vectors {
-        // Every vector is its own FMA chain over k: up to 8 run interleaved.
-        let block = (vectors - v).min(8);
-        macro_rules! run_block {
-            ($($count:literal)*) => {
-                match block {
-                    $($count => {
-                        let offsets: [usize; $count] = std::array::from_fn(|b| offset_of(v + b));
-                        // SAFETY: every offset + LANES <= width, the row length of
-                        // `row_major_weights` (asserted), of `padded_bias` and within `out`.
-                        unsafe {
-                            gemv_block::<S, $count>(s, input, w, width, bias, offsets, in_registers, dst)
-                        }
-                    })*
-                    _ => unreachable!("blocks hold 1 to 8 vectors"),
-                }
-            };
+    // Listing the nonzero steps costs about a twentieth of a step per input (a count first
+    // costs less again), so only inputs with at least an eighth of zeros take the list.
+    let nonzero = if layer.finite_weights && count_nonzero(s, input) * 8 <= input.len() * 7 {
+        let count = collect_nonzero(s, input, indices);
+        Some(&indices[..count])
+    } else {
+        None
+    };
+    // A loop, not a closure: a closure would be compiled outside the caller's target features.
+    let mut steps = nonzero;
+    loop {
+        let mut ended_at_zero = false;
+        let mut v = 0;
+        while v < vectors {
+            // Every vector is its own FMA chain over k: up to 8 run interleaved.
+            let block = (vectors - v).min(8);
+            macro_rules! run_block {
+                ($($count:literal)*) => {
+                    match block {
+                        $($count => {
+                            let first = offset_of(v);
+                            let last = offset_of(v + $count - 1) - first;
+                            // SAFETY: every offset + LANES <= width, the row length of
+                            // `row_major_weights` (asserted), of `padded_bias` and within `out`;
+                            // `collect_nonzero` gave indices below `input.len()`.
+                            ended_at_zero |= unsafe {
+                                gemv_block::<S, $count>(
+                                    s,
+                                    input,
+                                    steps,
+                                    w.add(first),
+                                    width,
+                                    bias.add(first),
+                                    last,
+                                    in_registers,
+                                    dst.add(first),
+                                )
+                            };
+                        })*
+                        _ => unreachable!("blocks hold 1 to 8 vectors"),
+                    }
+                };
+            }
+            run_block!(1 2 3 4 5 6 7 8);
+            v += block;
         }
-        run_block!(1 2 3 4 5 6 7 8);
-        v += block;
+        if !(ended_at_zero && steps.is_some()) {
+            break;
+        }
+        steps = None;
     }
     if activation.is_row_wise() {
         if layer.outputs == 0 {

@@ -33,8 +33,12 @@ pub struct PackedLayer<E> {
     /// (zero-padded) for narrower layers: a single row streams every weight from L2 once per
     /// call, so padding 50 outputs to 64 would cost it a quarter more time.
     pub row_major_weights: Vec<E>,
+    /// `bias` padded to `row_width`, with ones (see `new`).
     pub padded_bias: Vec<E>,
     pub row_width: usize,
+    /// Whether every weight is finite: only then is a zero input's every product a zero, which
+    /// the single-row path may skip.
+    pub finite_weights: bool,
 }
 
 /// Splits `outputs` columns into as few tiles of at most `max_width` as possible, of nearly
@@ -92,7 +96,10 @@ impl<E: Element> PackedLayer<E> {
                 row_major_weights[k * row_width + c] = weights[[k, c]];
             }
         }
-        let mut padded_bias = vec![E::ZERO; row_width];
+        let finite_weights = weights.iter().all(|&w| !(E::ZERO * w).is_nan());
+        // Padding columns start from one, not zero, so their sums never end at zero: a zero
+        // sum makes the single-row path redo a layer that skipped zero inputs.
+        let mut padded_bias = vec![E::ONE; row_width];
         padded_bias[..outputs].copy_from_slice(bias);
         PackedLayer {
             inputs,
@@ -104,6 +111,7 @@ impl<E: Element> PackedLayer<E> {
             row_major_weights,
             padded_bias,
             row_width,
+            finite_weights,
         }
     }
 }

@@ -47,6 +47,17 @@ macro_rules! thread_scratch {
 }
 thread_scratch!(SCRATCH_F32, f32);
 thread_scratch!(SCRATCH_F64, f64);
+thread_scratch!(SCRATCH_INDICES, u32);
+
+/// The calling thread's index buffer of at least `len` entries; give it back with
+/// `return_index_scratch`.
+pub fn take_index_scratch(len: usize) -> Vec<u32> {
+    take_thread_scratch(&SCRATCH_INDICES, len)
+}
+
+pub fn return_index_scratch(buffer: Vec<u32>) {
+    SCRATCH_INDICES.with(|cell| cell.set(buffer));
+}
 
 /// Takes the thread's buffer (a nested taker finds it empty and allocates its own) and grows it
 /// to `len` if needed.
@@ -209,6 +220,27 @@ pub trait Simd: Copy + Send + Sync + 'static {
     fn ldexp(self, a: Self::V, n: Self::V) -> Self::V;
     /// `mask >= 0 ? a : b` lane-wise (a NaN mask selects `b`).
     fn select_nonneg(self, mask: Self::V, a: Self::V, b: Self::V) -> Self::V;
+    /// Whether any lane of `a` equals zero (either sign).
+    fn any_zero(self, a: Self::V) -> bool;
+    /// Bit `i` set where lane `i` of `a` is not zero (NaN included).
+    fn nonzero_mask(self, a: Self::V) -> u32;
+    /// Writes `first + i` for each lane `i` of `a` that is not zero (NaN included), ascending,
+    /// to the front of `dst`, and returns how many it wrote. Without a branch per lane: which
+    /// lanes are zero is data, and a mispredicted branch costs more than the step it skips.
+    ///
+    /// # Safety
+    /// `dst` must be writable for `LANES` entries.
+    #[inline(always)]
+    unsafe fn store_nonzero_lanes(self, a: Self::V, first: u32, dst: *mut u32) -> usize {
+        let mask = self.nonzero_mask(a);
+        let mut count = 0;
+        for lane in 0..Self::LANES {
+            // SAFETY: count <= lane < LANES, inside `dst` as the caller guarantees.
+            unsafe { *dst.add(count) = first + lane as u32 };
+            count += ((mask >> lane) & 1) as usize;
+        }
+        count
+    }
     /// Transposes the `LANES x LANES` block `rows` (exactly `LANES` vectors) in registers.
     fn transpose(self, rows: &mut [Self::V]);
     /// # Safety
@@ -406,6 +438,16 @@ macro_rules! impl_portable {
                 r
             }
             #[inline(always)]
+            fn any_zero(self, a: Self::V) -> bool {
+                a.iter().any(|&x| x == 0.0)
+            }
+            #[inline(always)]
+            fn nonzero_mask(self, a: Self::V) -> u32 {
+                a.iter()
+                    .enumerate()
+                    .fold(0, |mask, (lane, &x)| mask | (u32::from(x != 0.0) << lane))
+            }
+            #[inline(always)]
             fn transpose(self, rows: &mut [Self::V]) {
                 assert_eq!(rows.len(), PORTABLE_LANES);
                 for i in 0..PORTABLE_LANES {
@@ -454,7 +496,8 @@ mod x86 {
     use std::arch::x86_64::*;
     use std::marker::PhantomData;
 
-    /// AVX2 + FMA. Constructed only by `Avx2::detect`, so holding one proves the CPU has both.
+    /// AVX2 + FMA (+ POPCNT). Constructed only by `Avx2::detect`, so holding one proves the CPU
+    /// has them.
     #[derive(Clone, Copy, Debug)]
     pub struct Avx2<E>(PhantomData<E>);
 
@@ -465,8 +508,10 @@ mod x86 {
 
     impl<E: Element> Avx2<E> {
         pub fn detect() -> Option<Self> {
-            (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
-                .then_some(Avx2(PhantomData))
+            (is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("popcnt"))
+            .then_some(Avx2(PhantomData))
         }
     }
 
@@ -474,7 +519,8 @@ mod x86 {
         pub fn detect() -> Option<Self> {
             (is_x86_feature_detected!("avx512f")
                 && is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("fma"))
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("popcnt"))
             .then_some(Avx512(PhantomData))
         }
     }
@@ -565,6 +611,14 @@ mod x86 {
                 a,
                 _mm256_cmp_ps::<_CMP_GE_OQ>(mask, _mm256_setzero_ps())
             ))
+        }
+        #[inline(always)]
+        fn any_zero(self, a: __m256) -> bool {
+            tok!(_mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(a, _mm256_setzero_ps())) != 0)
+        }
+        #[inline(always)]
+        fn nonzero_mask(self, a: __m256) -> u32 {
+            tok!(_mm256_movemask_ps(_mm256_cmp_ps::<_CMP_NEQ_UQ>(a, _mm256_setzero_ps())) as u32)
         }
         #[inline(always)]
         fn transpose(self, rows: &mut [__m256]) {
@@ -699,6 +753,14 @@ mod x86 {
             ))
         }
         #[inline(always)]
+        fn any_zero(self, a: __m256d) -> bool {
+            tok!(_mm256_movemask_pd(_mm256_cmp_pd::<_CMP_EQ_OQ>(a, _mm256_setzero_pd())) != 0)
+        }
+        #[inline(always)]
+        fn nonzero_mask(self, a: __m256d) -> u32 {
+            tok!(_mm256_movemask_pd(_mm256_cmp_pd::<_CMP_NEQ_UQ>(a, _mm256_setzero_pd())) as u32)
+        }
+        #[inline(always)]
         fn transpose(self, rows: &mut [__m256d]) {
             assert_eq!(rows.len(), 4);
             tok!({
@@ -799,6 +861,31 @@ mod x86 {
                 b,
                 a
             ))
+        }
+        #[inline(always)]
+        fn any_zero(self, a: __m512) -> bool {
+            tok!(_mm512_cmp_ps_mask::<_CMP_EQ_OQ>(a, _mm512_setzero_ps()) != 0)
+        }
+        #[inline(always)]
+        fn nonzero_mask(self, a: __m512) -> u32 {
+            tok!(u32::from(_mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(
+                a,
+                _mm512_setzero_ps()
+            )))
+        }
+        #[inline(always)]
+        unsafe fn store_nonzero_lanes(self, a: __m512, first: u32, dst: *mut u32) -> usize {
+            let mask = tok!(_mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(a, _mm512_setzero_ps()));
+            let lanes = tok!(_mm512_add_epi32(
+                _mm512_set1_epi32(first as i32),
+                _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+            ));
+            // SAFETY: the caller guarantees 16 writable entries at `dst`.
+            tok!(_mm512_storeu_si512(
+                dst.cast(),
+                _mm512_maskz_compress_epi32(mask, lanes)
+            ));
+            mask.count_ones() as usize
         }
         #[inline(always)]
         fn transpose(self, rows: &mut [__m512]) {
@@ -936,6 +1023,17 @@ mod x86 {
                 b,
                 a
             ))
+        }
+        #[inline(always)]
+        fn any_zero(self, a: __m512d) -> bool {
+            tok!(_mm512_cmp_pd_mask::<_CMP_EQ_OQ>(a, _mm512_setzero_pd()) != 0)
+        }
+        #[inline(always)]
+        fn nonzero_mask(self, a: __m512d) -> u32 {
+            tok!(u32::from(_mm512_cmp_pd_mask::<_CMP_NEQ_UQ>(
+                a,
+                _mm512_setzero_pd()
+            )))
         }
         #[inline(always)]
         fn transpose(self, rows: &mut [__m512d]) {

@@ -186,7 +186,13 @@ proptest! {
             offset += outputs;
             layers_f64.push((inputs, w, b, ACTIVATIONS[acts[index % acts.len()]]));
         }
-        let x = &values[offset..offset + rows * sizes[0]];
+        // Odd rows are mostly zeros, as images' backgrounds are: the single-row path skips them.
+        let x: Vec<f64> = values[offset..offset + rows * sizes[0]]
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| if (i / sizes[0]) % 2 == 1 && v.abs() < 1.5 { 0.0 } else { v })
+            .collect();
+        let x = &x[..];
         let outputs = *sizes.last().unwrap();
         let mut expected = Vec::new();
         for r in 0..rows {
@@ -213,7 +219,8 @@ proptest! {
             for r in [0, rows / 2, rows - 1] {
                 let mut one = vec![f64::NAN; outputs];
                 model.forward(&x[r * sizes[0]..(r + 1) * sizes[0]], 1, Sink::Values(&mut one), 1, false);
-                prop_assert_eq!(&one[..], &all[r * outputs..(r + 1) * outputs]);
+                let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                prop_assert_eq!(bits(&one), bits(&all[r * outputs..(r + 1) * outputs]));
             }
         }
     }
@@ -249,4 +256,45 @@ fn level_tile_cols(level: Level) -> usize {
         }
     }
     f64::dispatch(level, Cols)
+}
+
+/// One row through a one-layer identity model and the same row inside a batch of 40, at `level`.
+fn single_and_batched(level: Level, x: &[f64], w: &[f64], b: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    let inputs = x.len();
+    let w = ndarray::ArrayView2::from_shape((inputs, b.len()), w).unwrap();
+    let layer = PackedLayer::new(w, b, Activation::Identity, level_tile_cols(level));
+    let model = PackedModel::new(vec![layer], 1.0, level);
+    let mut one = vec![f64::NAN; b.len()];
+    model.forward(x, 1, Sink::Values(&mut one), 1, false);
+    let batch: Vec<f64> = x.iter().copied().cycle().take(40 * inputs).collect();
+    let mut all = vec![f64::NAN; 40 * b.len()];
+    model.forward(&batch, 40, Sink::Values(&mut all), 1, false);
+    (one, all[..b.len()].to_vec())
+}
+
+#[test]
+fn skipped_zero_inputs_change_no_bit_not_even_a_zero_sign() {
+    for level in levels() {
+        // -0 + 0 * 1 is +0: a single row that skipped the zero inputs would keep the bias's -0.
+        let (one, batched) = single_and_batched(level, &[0.0; 20], &[1.0; 20], &[-0.0]);
+        assert_eq!(one[0].to_bits(), 0.0f64.to_bits(), "{level:?}");
+        assert_eq!(one[0].to_bits(), batched[0].to_bits(), "{level:?}");
+        // ... but -0 + (-0) stays -0.
+        let (one, batched) = single_and_batched(level, &[0.0; 20], &[-1.0; 20], &[-0.0]);
+        assert_eq!(one[0].to_bits(), (-0.0f64).to_bits(), "{level:?}");
+        assert_eq!(one[0].to_bits(), batched[0].to_bits(), "{level:?}");
+    }
+}
+
+#[test]
+fn zero_inputs_meet_infinite_weights_as_nan() {
+    for level in levels() {
+        let mut x = vec![0.0; 20];
+        x[3] = 1.0;
+        let mut w = vec![1.0; 40];
+        w[2 * 5] = f64::INFINITY; // input 5 (zero) to output 0
+        let (one, batched) = single_and_batched(level, &x, &w, &[0.5, 0.25]);
+        assert!(one[0].is_nan() && batched[0].is_nan(), "{level:?}: {one:?}");
+        assert_eq!(one[1], 1.25, "{level:?}");
+    }
 }
