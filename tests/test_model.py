@@ -457,6 +457,38 @@ def test_rows_are_bit_identical_however_they_are_batched(level, dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
+def test_single_rows_skip_zero_pixels_without_changing_a_bit(level, dtype, rng):
+    # A single row skips the steps of its zero inputs. Rows as MNIST's (mostly zero pixels,
+    # uint8 with input_scale, or float / 255), through layers whose sums can end at exactly
+    # zero (zero and -0.0 biases, weights in eighths) and outputs that keep a zero's sign
+    # (identity, relu) or its log: every bit must match the same row in the batch.
+    K = 70
+    pixels = (rng.integers(1, 256, (120, K)) * (rng.random((120, K)) < 0.2)).astype(np.uint8)
+    pixels[5] = 0
+    W1 = (rng.integers(-8, 9, (K, 12)) / 8).astype(dtype)
+    W2 = (rng.integers(-8, 9, (12, 10)) / 8).astype(dtype)
+    b1 = np.where(np.arange(12) % 2 == 0, 0.0, -0.0).astype(dtype)
+    b2 = np.zeros(10, dtype)
+    models = [
+        MLP([(W1, b1, "identity")], input_scale=1 / 255),
+        MLP([(W1, b1, "relu"), (W2, -b2, "identity")], input_scale=1 / 255),
+        MLP([(W1, b1, "relu"), (W2, b2, "softmax")], input_scale=1 / 255),
+    ]
+    with_nan = pixels.astype(dtype)
+    with_nan[7, 3] = np.nan
+    for model in models:
+        for X in (pixels, pixels.astype(dtype), with_nan):
+            whole = model.predict_proba(X)
+            singles = np.stack([model.predict_proba(row) for row in X])
+            assert singles.tobytes() == whole.tobytes(), (model.out_activation_, X.dtype)
+            if model.out_activation_ == "softmax":
+                log_whole = model.predict_log_proba(X)
+                log_singles = np.stack([model.predict_log_proba(row) for row in X])
+                assert log_singles.tobytes() == log_whole.tobytes()
+    assert np.isnan(models[0].predict_proba(with_nan[7])).all()
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
 def test_single_rows_match_the_batch_on_extreme_logits(level, dtype, rng):
     # A single row's softmax runs on each value broadcast to a whole vector, a batch's on a
     # column of rows: huge, tiny, infinite and NaN logits must come out the same bits either way.

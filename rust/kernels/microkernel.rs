@@ -146,9 +146,10 @@ pub fn layer_chunk<S: Simd>(
 /// register per vector for them.
 ///
 /// With `nonzero`, only those steps k run (ascending): the others have a zero input, and with
-/// finite weights their products are zeros, which change no sum other than a zero's sign. The
-/// result then says whether any sum ended at zero, whose sign the full sum might have set
-/// differently.
+/// finite weights their products are zeros, which change no sum but a zero one (its sign) or a
+/// NaN one (a signalling NaN bias is quieted by the first step run, and which NaN wins depends
+/// on the order NaNs meet). The result then says whether any sum ended at zero or NaN, where the
+/// full sum might have set other bits.
 ///
 /// # Safety
 /// `w` must be readable at `k * stride + offset .. + LANES` for every `k < input.len()` and
@@ -171,7 +172,8 @@ where
     S::Elem: ExpConstants,
 {
     let offset = |b: usize| if b + 1 == B { last } else { b * S::LANES };
-    // SAFETY: (whole body) offsets are within the extents the caller guarantees.
+    // SAFETY: (whole body) offsets are within the extents the caller guarantees, and so are
+    // the `nonzero` indices read with `get_unchecked`.
     unsafe {
         let mut acc = [s.splat(S::Elem::ZERO); B];
         for (b, sum) in acc.iter_mut().enumerate() {
@@ -188,7 +190,7 @@ where
                 }
             }};
         }
-        let mut ended_at_zero = false;
+        let mut needs_full_sum = false;
         match nonzero {
             None => {
                 for (k, &x) in input.iter().enumerate() {
@@ -201,14 +203,14 @@ where
                     step!(k, *input.get_unchecked(k));
                 }
                 for &sum in &acc {
-                    ended_at_zero |= s.any_zero(sum);
+                    needs_full_sum |= s.any_zero_or_nan(sum);
                 }
             }
         }
         for (b, &sum) in acc.iter().enumerate() {
             s.store(dst.add(offset(b)), apply_elementwise(s, activation, sum));
         }
-        ended_at_zero
+        needs_full_sum
     }
 }
 
@@ -263,7 +265,8 @@ fn collect_nonzero<S: Simd>(s: S, input: &[S::Elem], indices: &mut [u32]) -> usi
 /// Steps whose input is zero are skipped when every weight is finite: a single row streams the
 /// whole weight matrix from L2, so MNIST's four-fifths of zero pixels are four-fifths of layer
 /// 1's time. The result stays bit-identical to the full sum (and to the row in a batch): a
-/// layer where any sum ends at zero, whose sign a skipped step could have set, is rerun in full.
+/// layer where any sum ends at zero or NaN, whose bits a skipped step could have set, is rerun
+/// in full.
 #[inline(always)]
 pub fn layer_single_row<S: Simd>(
     s: S,
@@ -303,7 +306,7 @@ pub fn layer_single_row<S: Simd>(
     // A loop, not a closure: a closure would be compiled outside the caller's target features.
     let mut steps = nonzero;
     loop {
-        let mut ended_at_zero = false;
+        let mut needs_full_sum = false;
         let mut v = 0;
         while v < vectors {
             // Every vector is its own FMA chain over k: up to 8 run interleaved.
@@ -317,7 +320,7 @@ pub fn layer_single_row<S: Simd>(
                             // SAFETY: every offset + LANES <= width, the row length of
                             // `row_major_weights` (asserted), of `padded_bias` and within `out`;
                             // `collect_nonzero` gave indices below `input.len()`.
-                            ended_at_zero |= unsafe {
+                            needs_full_sum |= unsafe {
                                 gemv_block::<S, $count>(
                                     s,
                                     input,
@@ -338,7 +341,7 @@ pub fn layer_single_row<S: Simd>(
             run_block!(1 2 3 4 5 6 7 8);
             v += block;
         }
-        if !(ended_at_zero && steps.is_some()) {
+        if !(needs_full_sum && steps.is_some()) {
             break;
         }
         steps = None;

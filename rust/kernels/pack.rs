@@ -98,7 +98,8 @@ impl<E: Element> PackedLayer<E> {
         }
         let finite_weights = weights.iter().all(|&w| !(E::ZERO * w).is_nan());
         // Padding columns start from one, not zero, so their sums never end at zero: a zero
-        // sum makes the single-row path redo a layer that skipped zero inputs.
+        // sum makes the single-row path redo a layer that skipped zero inputs. (Their weights
+        // are zeros, so a NaN or infinite input makes them NaN, as it makes the real outputs.)
         let mut padded_bias = vec![E::ONE; row_width];
         padded_bias[..outputs].copy_from_slice(bias);
         PackedLayer {

@@ -55,6 +55,7 @@ pub fn take_index_scratch(len: usize) -> Vec<u32> {
     take_thread_scratch(&SCRATCH_INDICES, len)
 }
 
+/// Gives the buffer from `take_index_scratch` back for the thread's next call.
 pub fn return_index_scratch(buffer: Vec<u32>) {
     SCRATCH_INDICES.with(|cell| cell.set(buffer));
 }
@@ -220,8 +221,8 @@ pub trait Simd: Copy + Send + Sync + 'static {
     fn ldexp(self, a: Self::V, n: Self::V) -> Self::V;
     /// `mask >= 0 ? a : b` lane-wise (a NaN mask selects `b`).
     fn select_nonneg(self, mask: Self::V, a: Self::V, b: Self::V) -> Self::V;
-    /// Whether any lane of `a` equals zero (either sign).
-    fn any_zero(self, a: Self::V) -> bool;
+    /// Whether any lane of `a` is zero (either sign) or NaN.
+    fn any_zero_or_nan(self, a: Self::V) -> bool;
     /// Bit `i` set where lane `i` of `a` is not zero (NaN included).
     fn nonzero_mask(self, a: Self::V) -> u32;
     /// Writes `first + i` for each lane `i` of `a` that is not zero (NaN included), ascending,
@@ -438,8 +439,8 @@ macro_rules! impl_portable {
                 r
             }
             #[inline(always)]
-            fn any_zero(self, a: Self::V) -> bool {
-                a.iter().any(|&x| x == 0.0)
+            fn any_zero_or_nan(self, a: Self::V) -> bool {
+                a.iter().any(|&x| x == 0.0 || x.is_nan())
             }
             #[inline(always)]
             fn nonzero_mask(self, a: Self::V) -> u32 {
@@ -613,8 +614,8 @@ mod x86 {
             ))
         }
         #[inline(always)]
-        fn any_zero(self, a: __m256) -> bool {
-            tok!(_mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(a, _mm256_setzero_ps())) != 0)
+        fn any_zero_or_nan(self, a: __m256) -> bool {
+            tok!(_mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_UQ>(a, _mm256_setzero_ps())) != 0)
         }
         #[inline(always)]
         fn nonzero_mask(self, a: __m256) -> u32 {
@@ -753,8 +754,8 @@ mod x86 {
             ))
         }
         #[inline(always)]
-        fn any_zero(self, a: __m256d) -> bool {
-            tok!(_mm256_movemask_pd(_mm256_cmp_pd::<_CMP_EQ_OQ>(a, _mm256_setzero_pd())) != 0)
+        fn any_zero_or_nan(self, a: __m256d) -> bool {
+            tok!(_mm256_movemask_pd(_mm256_cmp_pd::<_CMP_EQ_UQ>(a, _mm256_setzero_pd())) != 0)
         }
         #[inline(always)]
         fn nonzero_mask(self, a: __m256d) -> u32 {
@@ -863,8 +864,8 @@ mod x86 {
             ))
         }
         #[inline(always)]
-        fn any_zero(self, a: __m512) -> bool {
-            tok!(_mm512_cmp_ps_mask::<_CMP_EQ_OQ>(a, _mm512_setzero_ps()) != 0)
+        fn any_zero_or_nan(self, a: __m512) -> bool {
+            tok!(_mm512_cmp_ps_mask::<_CMP_EQ_UQ>(a, _mm512_setzero_ps()) != 0)
         }
         #[inline(always)]
         fn nonzero_mask(self, a: __m512) -> u32 {
@@ -1025,8 +1026,8 @@ mod x86 {
             ))
         }
         #[inline(always)]
-        fn any_zero(self, a: __m512d) -> bool {
-            tok!(_mm512_cmp_pd_mask::<_CMP_EQ_OQ>(a, _mm512_setzero_pd()) != 0)
+        fn any_zero_or_nan(self, a: __m512d) -> bool {
+            tok!(_mm512_cmp_pd_mask::<_CMP_EQ_UQ>(a, _mm512_setzero_pd()) != 0)
         }
         #[inline(always)]
         fn nonzero_mask(self, a: __m512d) -> u32 {

@@ -7,7 +7,7 @@ use super::elementwise::{map_elementwise, softmax_axis, Source};
 use super::forward::{PackedModel, Sink};
 use super::math::{exp_nonpositive, Activation};
 use super::pack::PackedLayer;
-use super::simd::Simd;
+use super::simd::{InputElement, Simd};
 
 fn levels() -> Vec<Level> {
     Level::ALL
@@ -216,7 +216,7 @@ proptest! {
             for (got, want) in all.iter().zip(&expected) {
                 prop_assert!((got - want).abs() <= 1e-12 * (1.0 + want.abs()), "{level:?}: {got} vs {want}");
             }
-            for r in [0, rows / 2, rows - 1] {
+            for r in [0, 1.min(rows - 1), rows / 2, rows - 1] {
                 let mut one = vec![f64::NAN; outputs];
                 model.forward(&x[r * sizes[0]..(r + 1) * sizes[0]], 1, Sink::Values(&mut one), 1, false);
                 let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -258,43 +258,123 @@ fn level_tile_cols(level: Level) -> usize {
     f64::dispatch(level, Cols)
 }
 
-/// One row through a one-layer identity model and the same row inside a batch of 40, at `level`.
-fn single_and_batched(level: Level, x: &[f64], w: &[f64], b: &[f64]) -> (Vec<f64>, Vec<f64>) {
+/// The exact bits of a value (NaN payloads and zero signs included).
+trait Bits: Copy {
+    fn bits(self) -> u64;
+}
+
+impl Bits for f32 {
+    fn bits(self) -> u64 {
+        u64::from(self.to_bits())
+    }
+}
+
+impl Bits for f64 {
+    fn bits(self) -> u64 {
+        self.to_bits()
+    }
+}
+
+/// One row through a one-layer model alone and as the first row of a batch of 40 (a full
+/// tiled chunk at every level), asserted bit-identical; returns the row's outputs.
+fn alone_as_in_a_batch<E: DispatchElement + InputElement + Bits>(
+    level: Level,
+    x: &[E],
+    w: &[E],
+    b: &[E],
+    activation: Activation,
+) -> Vec<E> {
     let inputs = x.len();
     let w = ndarray::ArrayView2::from_shape((inputs, b.len()), w).unwrap();
-    let layer = PackedLayer::new(w, b, Activation::Identity, level_tile_cols(level));
-    let model = PackedModel::new(vec![layer], 1.0, level);
-    let mut one = vec![f64::NAN; b.len()];
+    let layer = PackedLayer::new(w, b, activation, level_tile_cols(level));
+    let model = PackedModel::new(vec![layer], E::ONE, level);
+    let mut one = vec![E::ZERO; b.len()];
     model.forward(x, 1, Sink::Values(&mut one), 1, false);
-    let batch: Vec<f64> = x.iter().copied().cycle().take(40 * inputs).collect();
-    let mut all = vec![f64::NAN; 40 * b.len()];
+    let batch: Vec<E> = x.iter().copied().cycle().take(40 * inputs).collect();
+    let mut all = vec![E::ZERO; 40 * b.len()];
     model.forward(&batch, 40, Sink::Values(&mut all), 1, false);
-    (one, all[..b.len()].to_vec())
+    let bits = |v: &[E]| v.iter().map(|x| x.bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&one), bits(&all[..b.len()]), "{level:?} {}", E::NAME);
+    one
 }
 
-#[test]
-fn skipped_zero_inputs_change_no_bit_not_even_a_zero_sign() {
+/// The single row's zero-input skipping, for one element type, at every level.
+fn check_zero_skipping<E: DispatchElement + InputElement + Bits>(signalling_nan: E) {
+    let e = E::from_f64;
     for level in levels() {
-        // -0 + 0 * 1 is +0: a single row that skipped the zero inputs would keep the bias's -0.
-        let (one, batched) = single_and_batched(level, &[0.0; 20], &[1.0; 20], &[-0.0]);
-        assert_eq!(one[0].to_bits(), 0.0f64.to_bits(), "{level:?}");
-        assert_eq!(one[0].to_bits(), batched[0].to_bits(), "{level:?}");
-        // ... but -0 + (-0) stays -0.
-        let (one, batched) = single_and_batched(level, &[0.0; 20], &[-1.0; 20], &[-0.0]);
-        assert_eq!(one[0].to_bits(), (-0.0f64).to_bits(), "{level:?}");
-        assert_eq!(one[0].to_bits(), batched[0].to_bits(), "{level:?}");
+        // -0 + 0 * 1 is +0: a row that skipped its zero inputs would keep the bias's -0.
+        let one = alone_as_in_a_batch(
+            level,
+            &[e(0.0); 20],
+            &[e(1.0); 20],
+            &[e(-0.0)],
+            Activation::Identity,
+        );
+        assert_eq!(one[0].bits(), e(0.0).bits(), "{level:?}");
+        // ... but -0 + (-0) stays -0, and -0 inputs are zeros too.
+        let one = alone_as_in_a_batch(
+            level,
+            &[e(-0.0); 20],
+            &[e(1.0); 20],
+            &[e(-0.0)],
+            Activation::Identity,
+        );
+        assert_eq!(one[0].bits(), e(-0.0).bits(), "{level:?}");
+        // A signalling NaN bias comes out of the batch's first FMA quieted; alone, with every
+        // step skipped, only the rerun quiets it.
+        let one = alone_as_in_a_batch(
+            level,
+            &[e(0.0); 20],
+            &[e(1.0); 20],
+            &[signalling_nan],
+            Activation::Identity,
+        );
+        assert!(one[0].is_nan(), "{level:?}");
+        // An infinite weight meeting a zero input makes NaN: no skipping in that layer.
+        let mut x = vec![e(0.0); 20];
+        x[3] = e(1.0);
+        let mut w = vec![e(1.0); 40];
+        w[2 * 5] = E::from_f64(f64::INFINITY); // input 5 (zero) to output 0
+        let one = alone_as_in_a_batch(level, &x, &w, &[e(0.5), e(0.25)], Activation::Identity);
+        assert!(one[0].is_nan(), "{level:?}: {one:?}");
+        assert_eq!(one[1].bits(), e(1.25).bits(), "{level:?}");
+        // A NaN input among zeros, and mostly zero rows through every activation, with zero
+        // and negative-zero biases so that sums do end at zero.
+        let w: Vec<E> = (0..70 * 19)
+            .map(|i| e(((i * 37 % 23) as f64 - 11.0) * 0.125))
+            .collect();
+        let b: Vec<E> = (0..19).map(|j| e([0.0, -0.0, 0.5][j % 3])).collect();
+        // Four-fifths zeros, then a third (nonzero inputs in every lane position).
+        for is_zero in [
+            |i: usize| !i.is_multiple_of(5),
+            |i: usize| i.is_multiple_of(3),
+        ] {
+            let mut x: Vec<E> = (0..70)
+                .map(|i| {
+                    e(if is_zero(i) {
+                        0.0
+                    } else {
+                        i as f64 * 0.01 - 0.3
+                    })
+                })
+                .collect();
+            for activation in ACTIVATIONS.into_iter().chain([Activation::LogSoftmax]) {
+                alone_as_in_a_batch(level, &x, &w, &b, activation);
+                let kept = std::mem::replace(&mut x[35], e(f64::NAN));
+                let one = alone_as_in_a_batch(level, &x, &w, &b, activation);
+                assert!(one.iter().all(|v| v.is_nan()), "{level:?} {activation:?}");
+                x[35] = kept;
+            }
+        }
     }
 }
 
 #[test]
-fn zero_inputs_meet_infinite_weights_as_nan() {
-    for level in levels() {
-        let mut x = vec![0.0; 20];
-        x[3] = 1.0;
-        let mut w = vec![1.0; 40];
-        w[2 * 5] = f64::INFINITY; // input 5 (zero) to output 0
-        let (one, batched) = single_and_batched(level, &x, &w, &[0.5, 0.25]);
-        assert!(one[0].is_nan() && batched[0].is_nan(), "{level:?}: {one:?}");
-        assert_eq!(one[1], 1.25, "{level:?}");
-    }
+fn skipped_zero_inputs_change_no_bit_in_float32() {
+    check_zero_skipping::<f32>(f32::from_bits(0x7f80_0001));
+}
+
+#[test]
+fn skipped_zero_inputs_change_no_bit_in_float64() {
+    check_zero_skipping::<f64>(f64::from_bits(0x7ff0_0000_0000_0001));
 }
