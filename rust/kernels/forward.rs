@@ -175,7 +175,8 @@ impl<E: DispatchElement, X: InputElement> SimdTask<E> for RowsTask<'_, E, X> {
         let tiled_len = (features + 2 * widest) * chunk;
         let row_len = features + 2 * widest + widest * S::LANES;
         let mut scratch = E::take_scratch(tiled_len + row_len);
-        // One entry per input of the widest layer input (the features, or a layer's outputs).
+        // Room for any layer's list of nonzero inputs: its inputs are the features or an
+        // earlier layer's outputs.
         let mut indices = take_index_scratch(features.max(widest));
         {
             let (tiled, row) = scratch.split_at_mut(tiled_len);

@@ -96,6 +96,7 @@ impl<E: Element> PackedLayer<E> {
                 row_major_weights[k * row_width + c] = weights[[k, c]];
             }
         }
+        // 0 * w, the product a skipped step would add, is NaN exactly when w is not finite.
         let finite_weights = weights.iter().all(|&w| !(E::ZERO * w).is_nan());
         // Padding columns start from one, not zero, so their sums never end at zero: a zero
         // sum makes the single-row path redo a layer that skipped zero inputs. (Their weights
