@@ -353,8 +353,10 @@ def test_mnist_tutorial_per_sample_loop(benchmark, record, timings, derived, mni
 @pytest.fixture(scope="module")
 def mnist_one(mnist_case):
     flat, scaled, _, weights = mnist_case
-    activations = ("sigmoid", "sigmoid", "softmax")
-    layers = [(weights[f"W{i}"], weights[f"b{i}"], a) for i, a in enumerate(activations, 1)]
+    layers = [
+        (weights[f"W{i}"], weights[f"b{i}"], activation)
+        for i, activation in enumerate(_bench.TUTORIAL_ACTIVATIONS, 1)
+    ]
     one_scaled = scaled[:1].copy()
     return flat[:1].copy(), one_scaled, weights, layers, reference.forward(layers, one_scaled)
 

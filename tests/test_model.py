@@ -458,8 +458,8 @@ def test_rows_are_bit_identical_however_they_are_batched(level, dtype, rng):
 
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_single_rows_skip_zero_pixels_without_changing_a_bit(level, dtype, rng):
-    # A single row skips the steps of its zero inputs. Rows as MNIST's (mostly zero pixels,
-    # uint8 with input_scale, or float / 255), through layers whose sums can end at exactly
+    # A single row skips the steps of its zero inputs. Rows as MNIST's (mostly zero pixels, as
+    # uint8 or float, scaled by input_scale), through layers whose sums can end at exactly
     # zero (zero and -0.0 biases, weights in eighths) and outputs that keep a zero's sign
     # (identity, relu) or its log: every bit must match the same row in the batch.
     K = 70
