@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use super::dispatch::{DispatchElement, Level, SimdTask};
 use super::math::Activation;
 use super::microkernel::{chunk_rows, layer_chunk, layer_single_row};
-use super::pack::{pack_input_chunk, PackedLayer, MAX_LANES};
+use super::pack::{pack_input_chunk, pack_input_row, PackedLayer, MAX_LANES};
 use super::simd::{
     return_index_scratch, take_index_scratch, Element, InputElement, Prefetch, Simd,
 };
@@ -217,13 +217,11 @@ impl<E: DispatchElement, X: InputElement> SimdTask<E> for RowsTask<'_, E, X> {
                         let row = &x_chunk[r * features..(r + 1) * features];
                         // A row already in E with no scale is read in place (x * 1 == x; a
                         // signalling NaN comes out of the first FMA quieted either way).
-                        let first_input = match X::as_elements::<E>(row) {
-                            Some(row) if model.input_scale == E::ONE => row,
+                        let (first_input, first_nonzero) = match X::as_elements::<E>(row) {
+                            Some(row) if model.input_scale == E::ONE => (row, None),
                             _ => {
-                                for (dst, &value) in input_row.iter_mut().zip(row) {
-                                    *dst = value.to_element::<E>() * model.input_scale;
-                                }
-                                &*input_row
+                                let nonzero = pack_input_row(s, row, model.input_scale, input_row);
+                                (&*input_row, Some(nonzero))
                             }
                         };
                         for (index, layer) in model.layers.iter().enumerate() {
@@ -234,6 +232,7 @@ impl<E: DispatchElement, X: InputElement> SimdTask<E> for RowsTask<'_, E, X> {
                             };
                             let activation = activation_of(index, layer);
                             let input = &input[..layer.inputs];
+                            let known_nonzero = if index == 0 { first_nonzero } else { None };
                             layer_single_row(
                                 s,
                                 layer,
@@ -242,6 +241,7 @@ impl<E: DispatchElement, X: InputElement> SimdTask<E> for RowsTask<'_, E, X> {
                                 output,
                                 softmax_scratch,
                                 &mut indices,
+                                known_nonzero,
                             );
                         }
                         let result = if last % 2 == 0 { &*row_even } else { &*row_odd };

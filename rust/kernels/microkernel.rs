@@ -260,7 +260,9 @@ fn collect_nonzero<S: Simd>(s: S, input: &[S::Elem], indices: &mut [u32]) -> usi
 
 /// One layer for one row: `input` has `inputs` values, `out` gets `row_width` values (the first
 /// `outputs` meaningful). `scratch` holds `outputs * LANES` elements for softmax layers,
-/// `indices` at least `inputs` entries.
+/// `indices` at least `inputs` entries. `known_nonzero`, when given, is how many of `input`'s
+/// values are not zero, as `pack_input_row` counts them while converting a row: it spares this
+/// layer its own pass to count them.
 ///
 /// Steps whose input is zero are skipped when every weight is finite: a single row streams the
 /// whole weight matrix from L2, so MNIST's four-fifths of zero pixels are four-fifths of layer
@@ -268,6 +270,7 @@ fn collect_nonzero<S: Simd>(s: S, input: &[S::Elem], indices: &mut [u32]) -> usi
 /// layer where any sum ends at zero or NaN, whose bits a skipped step could have set, is rerun
 /// in full.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)] // a layer, its row's buffers and what is known of the row
 pub fn layer_single_row<S: Simd>(
     s: S,
     layer: &PackedLayer<S::Elem>,
@@ -276,6 +279,7 @@ pub fn layer_single_row<S: Simd>(
     out: &mut [S::Elem],
     scratch: &mut [S::Elem],
     indices: &mut [u32],
+    known_nonzero: Option<usize>,
 ) where
     S::Elem: ExpConstants,
 {
@@ -298,7 +302,12 @@ pub fn layer_single_row<S: Simd>(
     // Listing the nonzero steps costs about a twentieth of a step per input, and counting the
     // zeros first less: only inputs with at least an eighth of zeros take the list, so a dense
     // row pays only the count (1-3% of a row on Zen 4).
-    let nonzero = if layer.finite_weights && count_nonzero(s, input) * 8 <= input.len() * 7 {
+    let nonzero_count = match known_nonzero {
+        _ if !layer.finite_weights => None,
+        Some(count) => Some(count),
+        None => Some(count_nonzero(s, input)),
+    };
+    let nonzero = if nonzero_count.is_some_and(|count| count * 8 <= input.len() * 7) {
         let count = collect_nonzero(s, input, indices);
         Some(&indices[..count])
     } else {

@@ -184,6 +184,37 @@ pub fn pack_input_chunk<S: Simd, X: InputElement>(
     }
 }
 
+/// Writes `dst[k] = scale * src[k]` for one row, rounding exactly as `pack_input_chunk`, and
+/// returns how many of the results are not zero (NaN included): the single-row path needs
+/// that count to choose between its dense and zero-skipping passes, and taking it here spares
+/// the first layer a second pass over the row.
+#[inline(always)]
+pub fn pack_input_row<S: Simd, X: InputElement>(
+    s: S,
+    src: &[X],
+    scale: S::Elem,
+    dst: &mut [S::Elem],
+) -> usize {
+    let lanes = S::LANES;
+    assert!(dst.len() >= src.len());
+    let full = src.len() - src.len() % lanes;
+    let scale_v = s.splat(scale);
+    let mut nonzero = 0;
+    for first in (0..full).step_by(lanes) {
+        // SAFETY: first + lanes <= full <= src.len() <= dst.len().
+        unsafe {
+            let v = s.mul(X::load_vector(s, src.as_ptr().add(first)), scale_v);
+            s.store(dst.as_mut_ptr().add(first), v);
+            nonzero += s.nonzero_mask(v).count_ones() as usize;
+        }
+    }
+    for (d, &x) in dst[full..src.len()].iter_mut().zip(&src[full..]) {
+        *d = x.to_element::<S::Elem>() * scale;
+        nonzero += usize::from(*d != S::Elem::ZERO);
+    }
+    nonzero
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,6 +289,67 @@ mod tests {
                 }
             }
         }
+    }
+
+    struct PackRowTask<'a, X> {
+        src: &'a [X],
+        scale: f32,
+    }
+
+    impl<X: InputElement> SimdTask<f32> for PackRowTask<'_, X> {
+        type Output = (usize, Vec<f32>);
+        fn run<S: Simd<Elem = f32>>(self, s: S) -> (usize, Vec<f32>) {
+            let mut dst = vec![f32::NAN; self.src.len() + 1];
+            let nonzero = pack_input_row(s, self.src, self.scale, &mut dst);
+            (nonzero, dst)
+        }
+    }
+
+    fn check_pack_row<X: InputElement + Copy>(src: &[X], scale: f32) {
+        for level in Level::ALL.into_iter().filter(|l| l.is_supported()) {
+            for len in 0..=src.len() {
+                let row = &src[..len];
+                let (nonzero, dst) = f32::dispatch(level, PackRowTask { src: row, scale });
+                let expected: Vec<f32> =
+                    row.iter().map(|x| x.to_element::<f32>() * scale).collect();
+                let same_bits = dst[..len]
+                    .iter()
+                    .zip(&expected)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(
+                    same_bits,
+                    "{level:?} len={len}: {:?} != {expected:?}",
+                    &dst[..len]
+                );
+                assert!(dst[len].is_nan(), "{level:?} len={len}: wrote past the row");
+                let expected_nonzero = expected.iter().filter(|&&v| v != 0.0).count();
+                assert_eq!(nonzero, expected_nonzero, "{level:?} len={len}");
+            }
+        }
+    }
+
+    #[test]
+    fn pack_input_row_converts_scales_and_counts_nonzero_results_at_every_level() {
+        // Zeros in every lane position and in the tail; 300 * 1e-45 rounds to a nonzero
+        // subnormal, 1 * 1e-46 to zero.
+        let bytes: Vec<u8> = (0..70)
+            .map(|i| if i % 3 == 0 { 0 } else { (i * 7 % 251) as u8 })
+            .collect();
+        check_pack_row(&bytes, 0.5);
+        check_pack_row(&bytes, 1e-45);
+        check_pack_row(&bytes, 0.0);
+        let mut floats: Vec<f32> = (0..70)
+            .map(|i| if i % 4 == 1 { 0.0 } else { i as f32 - 30.0 })
+            .collect();
+        floats[5] = -0.0;
+        floats[33] = f32::NAN;
+        floats[69] = f32::INFINITY;
+        check_pack_row(&floats, 1.0);
+        check_pack_row(&floats, 1e-46);
+        let doubles: Vec<f64> = (0..70)
+            .map(|i| if i % 5 == 2 { 0.0 } else { i as f64 * 1e-40 })
+            .collect();
+        check_pack_row(&doubles, 1.0);
     }
 
     #[test]

@@ -287,15 +287,26 @@ fn alone_as_in_a_batch<E: DispatchElement + InputElement + Bits>(
     let inputs = x.len();
     let w = ndarray::ArrayView2::from_shape((inputs, b.len()), w).unwrap();
     let layer = PackedLayer::new(w, b, activation, level_tile_cols(level));
-    let model = PackedModel::new(vec![layer], E::ONE, level);
-    let mut one = vec![E::ZERO; b.len()];
-    model.forward(x, 1, Sink::Values(&mut one), 1, false);
-    let batch: Vec<E> = x.iter().copied().cycle().take(40 * inputs).collect();
-    let mut all = vec![E::ZERO; 40 * b.len()];
-    model.forward(&batch, 40, Sink::Values(&mut all), 1, false);
     let bits = |v: &[E]| v.iter().map(|x| x.bits()).collect::<Vec<_>>();
-    assert_eq!(bits(&one), bits(&all[..b.len()]), "{level:?} {}", E::NAME);
-    one
+    let batch: Vec<E> = x.iter().copied().cycle().take(40 * inputs).collect();
+    // A scale of 1 reads the row in place; any other converts it first, counting its zeros on
+    // the way (2 keeps every zero a zero and every sign).
+    let mut alone = Vec::new();
+    for scale in [E::ONE, E::from_f64(2.0)] {
+        let model = PackedModel::new(vec![layer.clone()], scale, level);
+        let mut one = vec![E::ZERO; b.len()];
+        model.forward(x, 1, Sink::Values(&mut one), 1, false);
+        let mut all = vec![E::ZERO; 40 * b.len()];
+        model.forward(&batch, 40, Sink::Values(&mut all), 1, false);
+        assert_eq!(
+            bits(&one),
+            bits(&all[..b.len()]),
+            "{level:?} {} scale {scale:?}",
+            E::NAME
+        );
+        alone.push(one);
+    }
+    alone.swap_remove(0)
 }
 
 /// The single row's zero-input skipping, for one element type, at every level.
