@@ -413,6 +413,8 @@ enum Target<'a, 'py> {
     Labels(&'a Bound<'py, PyAny>),
     /// A new float array shaped like `x` with `outputs` in place of the features.
     New,
+    /// A new int64 array of one label per row (one value for a 1-D `x`).
+    NewLabels,
 }
 
 fn forward_typed<'py, E: DispatchElement + numpy::Element>(
@@ -422,7 +424,7 @@ fn forward_typed<'py, E: DispatchElement + numpy::Element>(
     target: Target<'_, 'py>,
     threads: usize,
     log: bool,
-) -> Result<Option<Bound<'py, PyArrayDyn<E>>>, FastmlpError> {
+) -> Result<Option<Bound<'py, PyAny>>, FastmlpError> {
     let input = InputRows::new(x)?;
     let features = model.features();
     let outputs = model.outputs();
@@ -435,8 +437,21 @@ fn forward_typed<'py, E: DispatchElement + numpy::Element>(
     let mut values;
     let mut labels;
     let mut fresh: Option<Bound<'py, PyArrayDyn<E>>> = None;
+    let mut fresh_labels: Option<Bound<'py, PyArray1<i64>>> = None;
     // Only a caller's own `out=` could alias X; a new array cannot.
-    let output_is_new = matches!(target, Target::New);
+    let output_is_new = matches!(target, Target::New | Target::NewLabels);
+    // Only small results are allocated here: PyArray::new panics if NumPy cannot allocate, so
+    // large ones go back to the Python layer, whose np.empty raises MemoryError; for them the
+    // extra microsecond does not matter.
+    let refuse_large = |values: Option<usize>| {
+        if values.is_none_or(|n| n > MAX_CORE_ALLOCATED_OUTPUTS) {
+            Err(FastmlpError::Value(
+                "the result is large: allocate it in Python (out=)".into(),
+            ))
+        } else {
+            Ok(())
+        }
+    };
     let sink = match target {
         Target::Labels(out) => {
             labels = out
@@ -471,17 +486,7 @@ fn forward_typed<'py, E: DispatchElement + numpy::Element>(
             Sink::Values(slice)
         }
         Target::New => {
-            // Only small results are allocated here: PyArray::new panics if NumPy cannot
-            // allocate, so large ones go back to the Python layer, whose np.empty raises
-            // MemoryError; for them the extra microsecond does not matter.
-            if rows
-                .checked_mul(outputs)
-                .is_none_or(|n| n > MAX_CORE_ALLOCATED_OUTPUTS)
-            {
-                return Err(FastmlpError::Value(
-                    "the result is large: allocate it in Python (out=)".into(),
-                ));
-            }
+            refuse_large(rows.checked_mul(outputs))?;
             // A borrowed slice: IxDyn keeps up to four dimensions inline, a Vec would allocate.
             let dims = if input.shape().len() == 1 {
                 IxDyn(&[outputs])
@@ -496,6 +501,15 @@ fn forward_typed<'py, E: DispatchElement + numpy::Element>(
             let slice = unsafe { array.as_slice_mut() }
                 .map_err(|_| FastmlpError::Internal("a new array is not contiguous".into()))?;
             Sink::Values(slice)
+        }
+        Target::NewLabels => {
+            refuse_large(Some(rows))?;
+            // SAFETY: as for `Target::New`: every label is written before the array is seen.
+            let array = fresh_labels.insert(unsafe { PyArray1::<i64>::new(py, [rows], false) });
+            // SAFETY: as for `Target::New`: the only view of a new array's memory.
+            let slice = unsafe { array.as_slice_mut() }
+                .map_err(|_| FastmlpError::Internal("a new array is not contiguous".into()))?;
+            Sink::Labels(slice)
         }
     };
     let heavy = rows.saturating_mul(model.macs_per_row()) >= DETACH_MIN_MACS;
@@ -531,7 +545,18 @@ fn forward_typed<'py, E: DispatchElement + numpy::Element>(
         InputRows::F32(a) => run_on!(a),
         InputRows::F64(a) => run_on!(a),
     }
-    Ok(fresh)
+    Ok(fresh
+        .map(Bound::into_any)
+        .or_else(|| fresh_labels.map(Bound::into_any)))
+}
+
+/// Whether the Python layer's fast path may hand `x` to the core as it is: exactly a NumPy
+/// ndarray (a subclass may mean something else by its data, as a masked array does) of at most
+/// `max_bytes` bytes (larger ones may be memory-mapped files that the Python layer runs in
+/// chunks).
+fn is_direct(x: &Bound<'_, PyAny>, max_bytes: usize) -> bool {
+    x.cast_exact::<PyUntypedArray>()
+        .is_ok_and(|a| a.len().saturating_mul(a.dtype().itemsize()) <= max_bytes)
 }
 
 #[pymethods]
@@ -615,14 +640,52 @@ impl PyPackedMlp {
     ) -> PyResult<Bound<'py, PyAny>> {
         let threads = threads::effective_threads(threads);
         let fresh = match &self.model {
-            AnyModel::F32(m) => {
-                forward_typed(py, m, x, Target::New, threads, log)?.map(|a| a.into_any())
-            }
-            AnyModel::F64(m) => {
-                forward_typed(py, m, x, Target::New, threads, log)?.map(|a| a.into_any())
-            }
+            AnyModel::F32(m) => forward_typed(py, m, x, Target::New, threads, log)?,
+            AnyModel::F64(m) => forward_typed(py, m, x, Target::New, threads, log)?,
         };
         fresh.ok_or_else(|| FastmlpError::Internal("no output array was made".into()).into())
+    }
+
+    /// `run` for the Python layer's fast path: `None`, without reading `x`, unless `x` is exactly
+    /// a NumPy ndarray of at most `max_bytes` bytes, which the Python layer then takes through
+    /// its general path.
+    #[pyo3(signature = (x, threads, max_bytes, log=false))]
+    fn run_direct<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+        threads: Option<usize>,
+        max_bytes: usize,
+        log: bool,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        if !is_direct(x, max_bytes) {
+            return Ok(None);
+        }
+        self.run(py, x, threads, log).map(Some)
+    }
+
+    /// Each row's argmax output as a new int64 array, or as an int64 scalar for a 1-D `x`; `None`
+    /// under the same conditions as `run_direct`.
+    #[pyo3(signature = (x, threads, max_bytes))]
+    fn predict_direct<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+        threads: Option<usize>,
+        max_bytes: usize,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        if !is_direct(x, max_bytes) {
+            return Ok(None);
+        }
+        let threads = threads::effective_threads(threads);
+        let labels = match &self.model {
+            AnyModel::F32(m) => forward_typed(py, m, x, Target::NewLabels, threads, false)?,
+            AnyModel::F64(m) => forward_typed(py, m, x, Target::NewLabels, threads, false)?,
+        }
+        .ok_or_else(|| FastmlpError::Internal("no label array was made".into()))?;
+        // The label of a single 1-D row is NumPy's scalar, as `labels[0]` gives in Python.
+        let one_row = x.cast::<PyUntypedArray>().is_ok_and(|a| a.ndim() == 1);
+        Ok(Some(if one_row { labels.get_item(0)? } else { labels }))
     }
 
     /// Writes each row's argmax output into `out` (int64, `(rows,)`), never materialising

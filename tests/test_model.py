@@ -701,6 +701,48 @@ def test_predict_is_the_argmax_of_predict_proba(level, dtype, rng):
         assert one == np.argmax(model.predict_proba(X[0]))
 
 
+class _RowsSubclass(np.ndarray):
+    pass
+
+
+def test_predict_gives_the_same_labels_for_every_form_of_input(rng):
+    # Exact float32 rows go straight to the core; the others (a list, another dtype, a
+    # non-contiguous view, an ndarray subclass, image-shaped rows) through the Python layer.
+    model = MLP(random_layers(rng, 12, [9, 5], ["relu", "softmax"], np.float32))
+    X = rng.normal(size=(40, 12)).astype(np.float32)
+    expected = np.argmax(model.predict_proba(X), axis=1)
+    wide = np.zeros((40, 24), np.float32)
+    wide[:, ::2] = X
+    forms = {
+        "float32": X,
+        "list": X.tolist(),
+        "float16": X.astype(np.float16).astype(np.float32),
+        "int32": np.rint(X * 4).astype(np.int32),
+        "strided": wide[:, ::2],
+        "Fortran": np.asfortranarray(X),
+        "subclass": X.view(_RowsSubclass),
+        "images": X.reshape(40, 3, 4),
+    }
+    for name, rows in forms.items():
+        as_floats = np.asarray(rows, dtype=np.float32).reshape(40, 12)
+        labels = model.predict(rows)
+        assert type(labels) is np.ndarray and labels.dtype == np.int64, name
+        assert labels.shape == (40,), name
+        assert np.array_equal(labels, np.argmax(model.predict_proba(as_floats), axis=1)), name
+    assert np.array_equal(model.predict(X), expected)
+    for threads in (None, 1, 2):
+        assert np.array_equal(model.predict(X, threads=threads), expected)
+        one = model.predict(X[3], threads=threads)
+        assert type(one) is np.int64 and one == expected[3]
+        assert model.predict(X[3].tolist(), threads=threads) == expected[3]
+    with pytest.raises(ValueError, match="expects 12"):
+        model.predict(X[:, :11])
+    with pytest.raises(TypeError, match="dtype"):
+        model.predict(X.astype(np.complex64))
+    with pytest.raises(ValueError, match="threads"):
+        model.predict(X, threads=0)
+
+
 def test_predict_of_single_output_and_regression_networks(rng):
     binary = MLP(random_layers(rng, 5, [4, 1], ["tanh", "sigmoid"]))
     X = rng.normal(size=(50, 5))

@@ -5,7 +5,7 @@ memory safety depends on (dtype, shape, C-contiguity, writeability) and raise ``
 ``ValueError`` otherwise. A Rust panic is caught and raised as ``RuntimeError``.
 """
 
-from typing import List, Optional, final
+from typing import List, Optional, Union, final
 
 import numpy as np
 import numpy.typing as npt
@@ -69,6 +69,23 @@ class PackedMLP:
     ) -> npt.NDArray[np.floating]:
         """Runs the model over ``x`` (1-D: one row; 2-D: rows) into a new array of the model's
         dtype, ``(outputs,)`` or ``(rows, outputs)``: the low-latency path."""
+    def run_direct(
+        self,
+        x: object,
+        threads: Optional[int],
+        max_bytes: int,
+        log: bool = False,
+    ) -> Optional[npt.NDArray[np.floating]]:
+        """``run`` for the fast path: ``None``, without reading ``x``, unless ``x`` is exactly a
+        NumPy ndarray of at most ``max_bytes`` bytes."""
+    def predict_direct(
+        self,
+        x: object,
+        threads: Optional[int],
+        max_bytes: int,
+    ) -> Union[npt.NDArray[np.int64], np.int64, None]:
+        """Each row's argmax output as a new int64 array (a scalar for a 1-D ``x``); ``None``
+        under the same conditions as ``run_direct``."""
     def predict(
         self,
         x: npt.NDArray[np.generic],
