@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -100,6 +101,51 @@ def test_bench_comparison_times_every_engine_beside_the_sgemm():
     table = _bench.format_table(rows, threads=1)
     assert "float32, 64^3), timed in the same rounds as each batch size" in table
     assert table.count("fastmlp ") >= 2 and "numpy" in table
+
+
+def test_bench_on_images_feeds_every_engine_the_same_images(monkeypatch):
+    from fastmlp import _bench
+
+    seen = {"fastmlp": [], "numpy": []}
+
+    def recording(name):
+        def forward(X):
+            seen[name].append(X.copy())
+            if len(X) == 1:
+                time.sleep(0.002)
+            return X[:, :10]
+
+        return forward
+
+    monkeypatch.setattr(_bench, "engines", lambda layers, threads: {n: recording(n) for n in seen})
+    images = np.arange(7 * 784, dtype=np.float32).reshape(7, 28, 28) / 7 / 784
+    rows = _bench.run_comparison(
+        [1, 40], threads=1, rounds=2, settle=0, sgemm_size=64, images=images
+    )
+    flat = images.reshape(7, 784)
+    for name, calls in seen.items():
+        ones = [X for X in calls if X.shape[0] == 1]
+        # A timed call of a batch of one runs through all the images in order, one per call.
+        assert len(ones) >= 3 * 7 and len(ones) % 7 == 0, name
+        for i, X in enumerate(ones):
+            np.testing.assert_array_equal(X, flat[i % 7 : i % 7 + 1], err_msg=name)
+        batches = [X for X in calls if X.shape[0] == 40]
+        assert batches, name
+        np.testing.assert_array_equal(batches[0], flat[np.arange(40) % 7], err_msg=name)
+    assert all(row["inputs"] == "images" for row in rows)
+    assert "rows: the MNIST test images / 255" in _bench.format_table(rows, threads=1)
+    # ... and its time is per image (each call takes 2 ms), not per pass over the images.
+    one = next(r for r in rows if r["batch"] == 1 and r["engine"] == "fastmlp")
+    assert 0.002 <= one["seconds"] < 0.002 * 3
+
+
+def test_bench_without_the_mnist_files_is_a_usage_error(tmp_path, capsys):
+    from fastmlp import _bench
+
+    with pytest.raises(SystemExit) as exit_info:
+        _bench.main(["--mnist", str(tmp_path / "nowhere"), "--batch-sizes", "1"])
+    assert exit_info.value.code == 2
+    assert "--mnist" in capsys.readouterr().err
 
 
 def test_missing_weights_file_is_a_clean_error(tmp_path, capsys):

@@ -221,6 +221,16 @@ def machine_description() -> str:
     )
 
 
+def _every_row_in_turn(fn: Callable[[np.ndarray], object], rows: List[np.ndarray]):
+    """A callable that calls ``fn`` once on each of ``rows``, in order."""
+
+    def run() -> None:
+        for row in rows:
+            fn(row)
+
+    return run
+
+
 def run_comparison(
     batch_sizes: Sequence[int],
     threads: int,
@@ -230,12 +240,19 @@ def run_comparison(
     *,
     settle: float = 1.0,
     sgemm_size: int = SGEMM_SIZE,
+    images: Optional[np.ndarray] = None,
 ) -> "list[dict]":
     """Times every engine at every batch size; returns one result row per (batch, engine).
 
     The large sgemm runs in the same interleaved rounds as the engines at each batch size, so
     a machine that slows down mid-run moves the peak and the engines alike; each row's
     ``peak_share`` is against the sgemm rate measured beside it (``peak``).
+
+    Rows are dense random values in [0, 1), or, with ``images`` (one flattened image per
+    row, already scaled), those images, repeated to fill a large batch. A batch of one then
+    runs every image in turn, one call each, and its time is the mean per call over the whole
+    set: a single row's time depends on its zero pixels, and the minimum over single calls
+    would be the emptiest image's.
     """
     layers = layers or tutorial_shaped_layers(seed)
     macs_per_row = sum(W.size for W, _, _ in layers)
@@ -243,14 +260,26 @@ def run_comparison(
     rng = np.random.default_rng(seed + 1)
     sgemm, sgemm_flops = sgemm_call(sgemm_size)
     rows = []
+    dtype = layers[0][0].dtype
+    if images is not None:
+        images = np.ascontiguousarray(images, dtype=dtype).reshape(len(images), -1)
     with _blas_threads(threads):
         for batch in batch_sizes:
-            X = rng.random((batch, layers[0][0].shape[0]), dtype=np.float32)
-            X = X.astype(layers[0][0].dtype)
-            calls = {name: (lambda fn=fn, X=X: fn(X)) for name, fn in found.items()}
+            calls: Dict[str, Callable[[], object]]
+            if images is None:
+                X = rng.random((batch, layers[0][0].shape[0]), dtype=np.float32).astype(dtype)
+                calls = {name: (lambda fn=fn, X=X: fn(X)) for name, fn in found.items()}
+            elif batch == 1:
+                one_each = [images[i : i + 1] for i in range(len(images))]
+                calls = {name: _every_row_in_turn(fn, one_each) for name, fn in found.items()}
+            else:
+                X = images[np.arange(batch) % len(images)]
+                calls = {name: (lambda fn=fn, X=X: fn(X)) for name, fn in found.items()}
             calls[SGEMM] = sgemm
             best = time_interleaved(calls, rounds, settle=settle)
             peak = sgemm_flops / best.pop(SGEMM) / 1e9
+            if images is not None and batch == 1:
+                best = {name: seconds / len(images) for name, seconds in best.items()}
             for name, seconds in best.items():
                 gflops = 2.0 * macs_per_row * batch / seconds / 1e9
                 rows.append(
@@ -263,6 +292,7 @@ def run_comparison(
                         "peak": peak,
                         "sgemm_size": sgemm_size,
                         "peak_share": gflops / peak,
+                        "inputs": "random" if images is None else "images",
                     }
                 )
     return rows
@@ -289,6 +319,12 @@ def format_table(rows: "list[dict]", threads: int) -> str:
         f"same rounds as each batch size: {peak_range} GFLOP/s",
         "network: 784-50-100-10 (sigmoid, sigmoid, softmax), float32; "
         "times are the minimum of interleaved rounds",
+        "rows: "
+        + (
+            "the MNIST test images / 255 (a batch of 1: the mean of one call per image)"
+            if rows and rows[0].get("inputs") == "images"
+            else "dense random values in [0, 1)"
+        ),
         "",
         f"{'batch':>7}  {'engine':<12} {'time':>11}  {'x fastmlp':>9}  "
         f"{'GFLOP/s':>8}  {'% sgemm':>7}",
@@ -335,11 +371,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument(
         "--plot", metavar="PNG", help="write throughput against batch size to this PNG"
     )
+    parser.add_argument(
+        "--mnist",
+        metavar="DIR",
+        help="run on the MNIST test images / 255 read from DIR (the IDX files) instead of "
+        "dense random rows: a single row skips its zero pixels",
+    )
     args = parser.parse_args(argv)
     from . import get_num_threads
 
     threads = args.threads or get_num_threads()
-    rows = run_comparison(args.batch_sizes, threads, args.rounds)
+    images = None
+    if args.mnist is not None:
+        from .datasets import load_mnist
+
+        try:
+            pixels, _ = load_mnist(args.mnist)
+        except (OSError, ValueError) as error:
+            parser.error(f"--mnist: {error}")
+        images = pixels.reshape(len(pixels), -1) / np.float32(255)
+    rows = run_comparison(args.batch_sizes, threads, args.rounds, images=images)
     print(format_table(rows, threads))
     if args.plot:
         plot(rows, args.plot)
