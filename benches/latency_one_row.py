@@ -3,19 +3,22 @@
 ``fastmlp bench`` and pytest-benchmark time every call (or every few calls) on its own, which
 adds roughly a tenth of a microsecond of timer and harness overhead to each engine: at 1.4 us
 that is 7%, and it pulls the ratio between two engines towards 1. Here each engine runs blocks
-of 1,000 back-to-back calls, engines alternating with a pause between turns, and the fastest
+of back-to-back calls, engines alternating with a pause between turns, and the fastest
 block's mean counts. The network and the ONNX graph are those of ``fastmlp bench`` (fixed
 seed, 784-50-100-10, sigmoid, sigmoid, softmax; MatMul + Add nodes).
 
 Two kinds of rows:
 
-- a dense random (1, 784) float32 row, the same one in every call. fastmlp runs it twice:
-  called plainly, and as ``fastmlp bench`` calls it (through a wrapper passing ``threads=``);
-- the 10,000 MNIST test images as pixels / 255, one (1, 784) float32 row per call, each block
-  the next 1,000 of them (issue 3's peer table measured its batch of 1 on these). Four-fifths
-  of an image's pixels are zero, and a single row skips zero inputs. Read from
-  ``../shared/data/mnist`` (or ``$FASTMLP_SHARED_DATA/mnist``); skipped, with the reason
-  printed, where it is absent. fastmlp runs it through ``predict_proba`` and ``predict``.
+- a dense random (1, 784) float32 row, the same one in every call, in blocks of 1,000 calls.
+  fastmlp runs it twice: called plainly, and as ``fastmlp bench`` calls it (through a wrapper
+  passing ``threads=``);
+- the 10,000 MNIST test images as pixels / 255, one (1, 784) float32 row per call (issue 3's
+  peer table measured its batch of 1 on these), timed as whole passes over all of them, the
+  fastest pass's mean counting. Four-fifths of an image's pixels are zero and a single row
+  skips zero inputs, so fastmlp's time depends on the image: the fastest of smaller blocks
+  would favour the emptiest images. fastmlp runs them through ``predict_proba`` and
+  ``predict``. Read from ``../shared/data/mnist`` (or ``$FASTMLP_SHARED_DATA/mnist``);
+  skipped, with the reason printed, where absent.
 
 Run: ``python benches/latency_one_row.py`` (needs onnxruntime and onnx, the ``bench`` extra).
 """
@@ -108,10 +111,6 @@ def main() -> None:
     np.testing.assert_allclose(
         model.predict_proba(pixels[:100]), onnxruntime_forward(pixels[:100]), atol=1e-5
     )
-    blocks = [
-        rows[start : start + CALLS_PER_BLOCK]
-        for start in range(0, CALLS_PER_BLOCK * BLOCKS_PER_TURN, CALLS_PER_BLOCK)
-    ]
     compare(
         f"the {len(rows):,} MNIST test images (pixels / 255), one per call",
         {
@@ -119,7 +118,7 @@ def main() -> None:
             "fastmlp predict (labels)": model.predict,
             "onnxruntime": onnxruntime_forward,
         },
-        blocks,
+        [rows],
     )
 
 

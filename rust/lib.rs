@@ -446,7 +446,7 @@ fn forward_typed<'py, E: DispatchElement + numpy::Element>(
     let refuse_large = |values: Option<usize>| {
         if values.is_none_or(|n| n > MAX_CORE_ALLOCATED_OUTPUTS) {
             Err(FastmlpError::Value(
-                "the result is large: allocate it in Python (out=)".into(),
+                "the result is large: the Python layer allocates it".into(),
             ))
         } else {
             Ok(())

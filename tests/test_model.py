@@ -716,7 +716,7 @@ def test_predict_gives_the_same_labels_for_every_form_of_input(rng):
     forms = {
         "float32": X,
         "list": X.tolist(),
-        "float16": X.astype(np.float16).astype(np.float32),
+        "float16": X.astype(np.float16),
         "int32": np.rint(X * 4).astype(np.int32),
         "strided": wide[:, ::2],
         "Fortran": np.asfortranarray(X),
@@ -724,12 +724,15 @@ def test_predict_gives_the_same_labels_for_every_form_of_input(rng):
         "images": X.reshape(40, 3, 4),
     }
     for name, rows in forms.items():
-        as_floats = np.asarray(rows, dtype=np.float32).reshape(40, 12)
+        as_floats = np.asarray(rows).astype(np.float32).reshape(40, 12)
         labels = model.predict(rows)
         assert type(labels) is np.ndarray and labels.dtype == np.int64, name
         assert labels.shape == (40,), name
         assert np.array_equal(labels, np.argmax(model.predict_proba(as_floats), axis=1)), name
     assert np.array_equal(model.predict(X), expected)
+    for empty in (np.empty((0, 12), np.float32), np.empty((0, 12), np.uint8)):
+        labels = model.predict(empty)
+        assert labels.dtype == np.int64 and labels.shape == (0,)
     for threads in (None, 1, 2):
         assert np.array_equal(model.predict(X, threads=threads), expected)
         one = model.predict(X[3], threads=threads)

@@ -291,65 +291,77 @@ mod tests {
         }
     }
 
-    struct PackRowTask<'a, X> {
+    struct PackRowTask<'a, X, E> {
         src: &'a [X],
-        scale: f32,
+        scale: E,
     }
 
-    impl<X: InputElement> SimdTask<f32> for PackRowTask<'_, X> {
-        type Output = (usize, Vec<f32>);
-        fn run<S: Simd<Elem = f32>>(self, s: S) -> (usize, Vec<f32>) {
-            let mut dst = vec![f32::NAN; self.src.len() + 1];
+    impl<X: InputElement, E: DispatchElement> SimdTask<E> for PackRowTask<'_, X, E> {
+        type Output = (usize, Vec<E>);
+        fn run<S: Simd<Elem = E>>(self, s: S) -> (usize, Vec<E>) {
+            let mut dst = vec![E::from_f64(f64::NAN); self.src.len() + 1];
             let nonzero = pack_input_row(s, self.src, self.scale, &mut dst);
             (nonzero, dst)
         }
     }
 
-    fn check_pack_row<X: InputElement + Copy>(src: &[X], scale: f32) {
+    /// The same value, bit for bit (through f64, which keeps every sign and NaN-ness).
+    fn same_bits<E: Element>(a: E, b: E) -> bool {
+        (a.is_nan() && b.is_nan()) || a.to_f64().to_bits() == b.to_f64().to_bits()
+    }
+
+    fn check_pack_row<X: InputElement + Copy, E: DispatchElement>(src: &[X], scale: f64) {
+        let scale = E::from_f64(scale);
         for level in Level::ALL.into_iter().filter(|l| l.is_supported()) {
             for len in 0..=src.len() {
                 let row = &src[..len];
-                let (nonzero, dst) = f32::dispatch(level, PackRowTask { src: row, scale });
-                let expected: Vec<f32> =
-                    row.iter().map(|x| x.to_element::<f32>() * scale).collect();
-                let same_bits = dst[..len]
+                let (nonzero, dst) = E::dispatch(level, PackRowTask { src: row, scale });
+                let expected: Vec<E> = row.iter().map(|x| x.to_element::<E>() * scale).collect();
+                let all_same = dst[..len]
                     .iter()
                     .zip(&expected)
-                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                    .all(|(&a, &b)| same_bits(a, b));
                 assert!(
-                    same_bits,
-                    "{level:?} len={len}: {:?} != {expected:?}",
+                    all_same,
+                    "{} {level:?} len={len}: {:?} != {expected:?}",
+                    E::NAME,
                     &dst[..len]
                 );
                 assert!(dst[len].is_nan(), "{level:?} len={len}: wrote past the row");
-                let expected_nonzero = expected.iter().filter(|&&v| v != 0.0).count();
-                assert_eq!(nonzero, expected_nonzero, "{level:?} len={len}");
+                let expected_nonzero = expected.iter().filter(|&&v| v != E::ZERO).count();
+                assert_eq!(nonzero, expected_nonzero, "{} {level:?} len={len}", E::NAME);
             }
         }
     }
 
     #[test]
     fn pack_input_row_converts_scales_and_counts_nonzero_results_at_every_level() {
-        // Zeros in every lane position and in the tail; 300 * 1e-45 rounds to a nonzero
-        // subnormal, 1 * 1e-46 to zero.
+        // Zeros in every lane position and in the tail, -0, NaN and infinity.
         let bytes: Vec<u8> = (0..70)
             .map(|i| if i % 3 == 0 { 0 } else { (i * 7 % 251) as u8 })
             .collect();
-        check_pack_row(&bytes, 0.5);
-        check_pack_row(&bytes, 1e-45);
-        check_pack_row(&bytes, 0.0);
         let mut floats: Vec<f32> = (0..70)
             .map(|i| if i % 4 == 1 { 0.0 } else { i as f32 - 30.0 })
             .collect();
         floats[5] = -0.0;
         floats[33] = f32::NAN;
         floats[69] = f32::INFINITY;
-        check_pack_row(&floats, 1.0);
-        check_pack_row(&floats, 1e-46);
-        let doubles: Vec<f64> = (0..70)
-            .map(|i| if i % 5 == 2 { 0.0 } else { i as f64 * 1e-40 })
+        // Nonzero values whose product with the smallest subnormal rounds to zero (those
+        // below 1/2) and those that stay nonzero: the count is of results, not of inputs.
+        let tiny: Vec<f64> = (0..70)
+            .map(|i| [0.0, 0.25, 0.5, 0.75, 3.0][i % 5] * if i % 2 == 0 { 1.0 } else { -1.0 })
             .collect();
-        check_pack_row(&doubles, 1.0);
+        for scale in [0.5, 1.0, 0.0, 1.0 / 255.0] {
+            check_pack_row::<_, f32>(&bytes, scale);
+            check_pack_row::<_, f64>(&bytes, scale);
+            check_pack_row::<_, f32>(&floats, scale);
+            check_pack_row::<_, f64>(&floats, scale);
+            check_pack_row::<_, f32>(&tiny, scale);
+            check_pack_row::<_, f64>(&tiny, scale);
+        }
+        check_pack_row::<_, f32>(&tiny, f64::from(f32::from_bits(1)));
+        check_pack_row::<_, f64>(&tiny, f64::from_bits(1));
+        check_pack_row::<_, f32>(&floats, f64::from(f32::from_bits(1)));
     }
 
     #[test]
