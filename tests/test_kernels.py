@@ -479,6 +479,23 @@ def test_softmax_of_large_scores_is_finite(level, dtype, name, no_warnings):
     assert_matches_reference(got, batch, name, dtype)
 
 
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_softmax_sums_without_losing_an_ulp_per_term(level, dtype):
+    # One dominant score and n - 1 equal ones 13.5 below: each exp(-13.5) is about 11.5 ulp of
+    # the running sum near 1, so a plain running sum rounds the same way at every term and
+    # drifts by up to half an ulp per term (17 terms were already beyond 1e-6 in float32).
+    eps = np.finfo(dtype).eps
+    for n in (10, 18, 100, 1000, 10_000):
+        x = np.full(n, -13.5, dtype)
+        x[n // 3] = 0.0
+        exact = 1.0 / (1.0 + (n - 1) * np.exp(np.longdouble(-13.5)))
+        for scores, axis in ((x, -1), (x[:, None], 0), (np.tile(x, (3, 1)).T.copy(), 0)):
+            got = fastmlp.softmax(scores, axis=axis)
+            top = np.take(got, n // 3, axis=axis)
+            assert np.all(np.abs(top - exact) <= 4 * eps * exact), (n, scores.shape, top)
+            assert np.all(np.abs(np.sum(got, axis=axis, dtype=np.longdouble) - 1) <= 8 * eps)
+
+
 def special_rows(n: int, dtype, rng) -> np.ndarray:
     """Rows of length n: plain, with NaN, with +inf, with a -inf among finite values, all -inf,
     with both infinities, all +inf, each special put at the start, middle and end."""

@@ -4,7 +4,7 @@
 use std::sync::Mutex;
 
 use super::dispatch::{DispatchElement, Level, SimdTask};
-use super::math::{apply_elementwise, softmax_vertical, Activation, ExpConstants};
+use super::math::{apply_elementwise, softmax_vertical, Activation, CompensatedSum, ExpConstants};
 use super::simd::{Element, Simd};
 use crate::threads;
 
@@ -337,6 +337,28 @@ fn fold_lanes<S: Simd>(s: S, v: S::V, combine: impl Fn(S::Elem, S::Elem) -> S::E
         .fold(lane_values[0], |a, &b| combine(a, b))
 }
 
+/// The lanes of a compensated sum added up in lane order, their rounding errors carried as the
+/// lanes carried theirs (a plain fold of 16 lanes could lose 8 ulp again).
+#[inline(always)]
+fn fold_compensated<S: Simd>(s: S, terms: CompensatedSum<S::V>) -> S::Elem {
+    let mut sums = [S::Elem::ZERO; 16];
+    let mut errors = [S::Elem::ZERO; 16];
+    // SAFETY: both arrays hold 16 >= LANES elements.
+    unsafe {
+        s.store(sums.as_mut_ptr(), terms.sum);
+        s.store(errors.as_mut_ptr(), terms.error);
+    }
+    let mut total = S::Elem::ZERO;
+    let mut error = S::Elem::ZERO;
+    for (&x, &lane_error) in sums.iter().zip(&errors).take(S::LANES) {
+        let next = total + x;
+        let x_part = next - total;
+        error = error + ((total - (next - x_part)) + (x - x_part)) + lane_error;
+        total = next;
+    }
+    total + error
+}
+
 /// Softmax of one contiguous row, reduced along its length.
 ///
 /// # Safety
@@ -363,15 +385,24 @@ where
         }
         let max = fold_lanes(s, max_v, max_of);
         let max_s = s.splat(max);
-        let mut sum_v = exp_shifted(s, s.load(tail.as_ptr()), max_s);
-        for i in (0..full).step_by(lanes) {
-            let e = exp_shifted(s, s.load(src.add(i)), max_s);
-            if !log {
-                s.store(dst.add(i), e);
+        let mut terms = CompensatedSum::zero(s);
+        terms.add(s, exp_shifted(s, s.load(tail.as_ptr()), max_s));
+        // Blocks of a few vectors are summed plainly and each block's sum added with
+        // compensation: a block loses at most 1.5 ulp of itself, and the compensated adds
+        // cost a quarter of what they would per vector (a long row's softmax was 24% slower).
+        let block_len = 4 * lanes;
+        for block_start in (0..full).step_by(block_len) {
+            let mut block = s.splat(S::Elem::ZERO);
+            for i in (block_start..(block_start + block_len).min(full)).step_by(lanes) {
+                let e = exp_shifted(s, s.load(src.add(i)), max_s);
+                if !log {
+                    s.store(dst.add(i), e);
+                }
+                block = s.add(block, e);
             }
-            sum_v = s.add(sum_v, e);
+            terms.add(s, block);
         }
-        let sum = fold_lanes(s, sum_v, |a, b| a + b);
+        let sum = fold_compensated(s, terms);
         if log {
             let log_sum = s.splat(sum.ln());
             for i in (0..full).step_by(lanes) {
