@@ -4,7 +4,10 @@
 use std::sync::Mutex;
 
 use super::dispatch::{DispatchElement, Level, SimdTask};
-use super::math::{apply_elementwise, softmax_vertical, Activation, CompensatedSum, ExpConstants};
+use super::math::{
+    apply_elementwise, softmax_vertical, Activation, CompensatedSum, ExpConstants,
+    RENORMALIZE_EVERY,
+};
 use super::simd::{Element, Simd};
 use crate::threads;
 
@@ -341,6 +344,7 @@ fn fold_lanes<S: Simd>(s: S, v: S::V, combine: impl Fn(S::Elem, S::Elem) -> S::E
 /// lanes carried theirs (a plain fold of 16 lanes could lose 8 ulp again).
 #[inline(always)]
 fn fold_compensated<S: Simd>(s: S, terms: CompensatedSum<S::V>) -> S::Elem {
+    debug_assert!(S::LANES <= 16);
     let mut sums = [S::Elem::ZERO; 16];
     let mut errors = [S::Elem::ZERO; 16];
     // SAFETY: both arrays hold 16 >= LANES elements.
@@ -391,16 +395,19 @@ where
         // compensation: a block loses at most 1.5 ulp of itself, and the compensated adds
         // cost a quarter of what they would per vector (a long row's softmax was 24% slower).
         let block_len = 4 * lanes;
-        for block_start in (0..full).step_by(block_len) {
-            let mut block = s.splat(S::Elem::ZERO);
+        for (block, block_start) in (0..full).step_by(block_len).enumerate() {
+            let mut block_sum = s.splat(S::Elem::ZERO);
             for i in (block_start..(block_start + block_len).min(full)).step_by(lanes) {
                 let e = exp_shifted(s, s.load(src.add(i)), max_s);
                 if !log {
                     s.store(dst.add(i), e);
                 }
-                block = s.add(block, e);
+                block_sum = s.add(block_sum, e);
             }
-            terms.add(s, block);
+            terms.add(s, block_sum);
+            if block % RENORMALIZE_EVERY == RENORMALIZE_EVERY - 1 {
+                terms.renormalize(s);
+            }
         }
         let sum = fold_compensated(s, terms);
         if log {
