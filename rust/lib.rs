@@ -559,6 +559,24 @@ fn is_direct(x: &Bound<'_, PyAny>, max_bytes: usize) -> bool {
         .is_ok_and(|a| a.len().saturating_mul(a.dtype().itemsize()) <= max_bytes)
 }
 
+impl PyPackedMlp {
+    /// `forward_typed` at the model's own dtype: every forward call goes through here.
+    fn forward_any<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+        target: Target<'_, 'py>,
+        threads: Option<usize>,
+        log: bool,
+    ) -> Result<Option<Bound<'py, PyAny>>, FastmlpError> {
+        let threads = threads::effective_threads(threads);
+        match &self.model {
+            AnyModel::F32(m) => forward_typed(py, m, x, target, threads, log),
+            AnyModel::F64(m) => forward_typed(py, m, x, target, threads, log),
+        }
+    }
+}
+
 #[pymethods]
 impl PyPackedMlp {
     /// Packs `weights[i]` (`(in, out)`), `biases[i]` and `activations[i]` for this CPU. All arrays
@@ -616,15 +634,7 @@ impl PyPackedMlp {
         threads: Option<usize>,
         log: bool,
     ) -> PyResult<()> {
-        let threads = threads::effective_threads(threads);
-        match &self.model {
-            AnyModel::F32(m) => {
-                forward_typed(py, m, x, Target::Values(out), threads, log)?.is_some()
-            }
-            AnyModel::F64(m) => {
-                forward_typed(py, m, x, Target::Values(out), threads, log)?.is_some()
-            }
-        };
+        self.forward_any(py, x, Target::Values(out), threads, log)?;
         Ok(())
     }
 
@@ -638,12 +648,8 @@ impl PyPackedMlp {
         threads: Option<usize>,
         log: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let threads = threads::effective_threads(threads);
-        let fresh = match &self.model {
-            AnyModel::F32(m) => forward_typed(py, m, x, Target::New, threads, log)?,
-            AnyModel::F64(m) => forward_typed(py, m, x, Target::New, threads, log)?,
-        };
-        fresh.ok_or_else(|| FastmlpError::Internal("no output array was made".into()).into())
+        self.forward_any(py, x, Target::New, threads, log)?
+            .ok_or_else(|| FastmlpError::Internal("no output array was made".into()).into())
     }
 
     /// `run` for the Python layer's fast path: `None`, without reading `x`, unless `x` is exactly
@@ -677,12 +683,9 @@ impl PyPackedMlp {
         if !is_direct(x, max_bytes) {
             return Ok(None);
         }
-        let threads = threads::effective_threads(threads);
-        let labels = match &self.model {
-            AnyModel::F32(m) => forward_typed(py, m, x, Target::NewLabels, threads, false)?,
-            AnyModel::F64(m) => forward_typed(py, m, x, Target::NewLabels, threads, false)?,
-        }
-        .ok_or_else(|| FastmlpError::Internal("no label array was made".into()))?;
+        let labels = self
+            .forward_any(py, x, Target::NewLabels, threads, false)?
+            .ok_or_else(|| FastmlpError::Internal("no label array was made".into()))?;
         // The label of a single 1-D row is NumPy's scalar, as `labels[0]` gives in Python.
         let one_row = x.cast::<PyUntypedArray>().is_ok_and(|a| a.ndim() == 1);
         Ok(Some(if one_row { labels.get_item(0)? } else { labels }))
@@ -698,15 +701,7 @@ impl PyPackedMlp {
         out: &Bound<'_, PyAny>,
         threads: Option<usize>,
     ) -> PyResult<()> {
-        let threads = threads::effective_threads(threads);
-        match &self.model {
-            AnyModel::F32(m) => {
-                forward_typed(py, m, x, Target::Labels(out), threads, false)?.is_some()
-            }
-            AnyModel::F64(m) => {
-                forward_typed(py, m, x, Target::Labels(out), threads, false)?.is_some()
-            }
-        };
+        self.forward_any(py, x, Target::Labels(out), threads, false)?;
         Ok(())
     }
 
