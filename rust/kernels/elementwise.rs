@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use super::dispatch::{DispatchElement, Level, SimdTask};
 use super::math::{
-    apply_elementwise, softmax_vertical, Activation, CompensatedSum, ExpConstants,
+    apply_elementwise, exp_nonpositive, softmax_vertical, Activation, CompensatedSum, ExpConstants,
     RENORMALIZE_EVERY,
 };
 use super::simd::{Element, Simd};
@@ -89,11 +89,12 @@ impl<E: DispatchElement> SimdTask<E> for ElementwiseTask<'_, E> {
             Source::Slice(src) => src.as_ptr(),
             Source::InPlace => dst,
         };
+        let floor = s.splat(E::MIN_NORMAL);
         for i in (0..full).step_by(lanes) {
             // SAFETY: i + lanes <= full <= n, and `src` (if separate) has n elements (asserted
             // by `map_elementwise`).
             unsafe {
-                let v = apply_elementwise(s, self.activation, s.load(src.add(i)));
+                let v = apply_elementwise(s, self.activation, s.load(src.add(i)), floor);
                 s.store(dst.add(i), v);
             }
         }
@@ -105,7 +106,7 @@ impl<E: DispatchElement> SimdTask<E> for ElementwiseTask<'_, E> {
             unsafe {
                 s.store(
                     tail.as_mut_ptr(),
-                    apply_elementwise(s, self.activation, s.load(tail.as_ptr())),
+                    apply_elementwise(s, self.activation, s.load(tail.as_ptr()), floor),
                 )
             };
             self.dst[full..].copy_from_slice(&tail[..n - full]);
@@ -265,6 +266,7 @@ impl<E: DispatchElement> SimdTask<E> for SoftmaxTask<'_, E> {
                         len,
                         inner,
                         log,
+                        E::MIN_NORMAL,
                     )
                 };
             }
@@ -320,7 +322,7 @@ unsafe fn softmax_through_scratch<S: Simd>(
     }
     let base = scratch.as_mut_ptr();
     // SAFETY: `scratch` holds `len * lanes` elements, vector j at `j * lanes`.
-    unsafe { softmax_vertical(s, base, base, len, lanes, log) };
+    unsafe { softmax_vertical(s, base, base, len, lanes, log, S::Elem::MIN_NORMAL) };
     for j in 0..len {
         for (lane, &start) in starts.iter().enumerate() {
             // SAFETY: as for the gather above.
@@ -381,28 +383,44 @@ where
     unsafe { std::ptr::copy(src.add(full), tail.as_mut_ptr(), len - full) };
     let max_of = |a: S::Elem, b: S::Elem| if a > b { a } else { b };
 
+    let min_normal = s.splat(S::Elem::MIN_NORMAL);
+    let negligible = s.splat(S::Elem::NEGLIGIBLE);
     // SAFETY: (whole body) vector loads/stores at i < full with i + lanes <= full <= len.
     unsafe {
-        let mut max_v = s.load(tail.as_ptr());
+        // Subnormal inputs are read as zero, as in `softmax_vertical`. A macro, not a closure:
+        // a closure would be compiled outside the caller's target features.
+        macro_rules! load {
+            ($p:expr) => {
+                s.flush_below(s.load($p), min_normal)
+            };
+        }
+        let mut max_v = load!(tail.as_ptr());
         for i in (0..full).step_by(lanes) {
-            max_v = s.max(max_v, s.load(src.add(i)));
+            max_v = s.max(max_v, load!(src.add(i)));
         }
         let max = fold_lanes(s, max_v, max_of);
         let max_s = s.splat(max);
+        macro_rules! shifted {
+            ($p:expr) => {
+                s.flush_below(s.sub(load!($p), max_s), min_normal)
+            };
+        }
         let mut terms = CompensatedSum::zero(s);
-        terms.add(s, exp_shifted(s, s.load(tail.as_ptr()), max_s));
+        let tail_e = exp_nonpositive(s, shifted!(tail.as_ptr()));
+        terms.add(s, s.flush_below(tail_e, negligible));
         // Blocks of a few vectors are summed plainly and each block's sum added with
         // compensation: a block loses at most 1.5 ulp of itself, and the compensated adds
         // cost a quarter of what they would per vector (a long row's softmax was 24% slower).
+        // Terms below NEGLIGIBLE stay out of the sum (at least 1), as in `softmax_vertical`.
         let block_len = 4 * lanes;
         for (block, block_start) in (0..full).step_by(block_len).enumerate() {
             let mut block_sum = s.splat(S::Elem::ZERO);
             for i in (block_start..(block_start + block_len).min(full)).step_by(lanes) {
-                let e = exp_shifted(s, s.load(src.add(i)), max_s);
+                let e = exp_nonpositive(s, shifted!(src.add(i)));
                 if !log {
                     s.store(dst.add(i), e);
                 }
-                block_sum = s.add(block_sum, e);
+                block_sum = s.add(block_sum, s.flush_below(e, negligible));
             }
             terms.add(s, block_sum);
             if block % RENORMALIZE_EVERY == RENORMALIZE_EVERY - 1 {
@@ -413,30 +431,23 @@ where
         if log {
             let log_sum = s.splat(sum.ln());
             for i in (0..full).step_by(lanes) {
-                s.store(dst.add(i), s.sub(s.sub(s.load(src.add(i)), max_s), log_sum));
+                s.store(dst.add(i), s.sub(shifted!(src.add(i)), log_sum));
             }
-            s.store(
-                tail.as_mut_ptr(),
-                s.sub(s.sub(s.load(tail.as_ptr()), max_s), log_sum),
-            );
+            s.store(tail.as_mut_ptr(), s.sub(shifted!(tail.as_ptr()), log_sum));
         } else {
             let sum_s = s.splat(sum);
+            // Probabilities below the smallest normal number are 0, chosen before the division
+            // that would underflow: `MIN_NORMAL * sum` is exact, sum being at least 1.
+            let smallest_term = s.mul(min_normal, sum_s);
             for i in (0..full).step_by(lanes) {
-                s.store(dst.add(i), s.div(s.load(dst.add(i)), sum_s));
+                let e = s.flush_below(s.load(dst.add(i)), smallest_term);
+                s.store(dst.add(i), s.div(e, sum_s));
             }
             s.store(
                 tail.as_mut_ptr(),
-                s.div(exp_shifted(s, s.load(tail.as_ptr()), max_s), sum_s),
+                s.div(s.flush_below(tail_e, smallest_term), sum_s),
             );
         }
         std::ptr::copy(tail.as_ptr(), dst.add(full), len - full);
     }
-}
-
-#[inline(always)]
-fn exp_shifted<S: Simd>(s: S, x: S::V, max: S::V) -> S::V
-where
-    S::Elem: ExpConstants,
-{
-    super::math::exp_nonpositive(s, s.sub(x, max))
 }

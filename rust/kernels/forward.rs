@@ -4,7 +4,7 @@
 use std::sync::Mutex;
 
 use super::dispatch::{DispatchElement, Level, SimdTask};
-use super::math::Activation;
+use super::math::{activation_floor, Activation};
 use super::microkernel::{chunk_rows, layer_chunk, layer_single_row};
 use super::pack::{pack_input_chunk, pack_input_row, PackedLayer, MAX_LANES};
 use super::simd::{
@@ -24,6 +24,22 @@ pub struct PackedModel<E> {
 pub enum Sink<'a, E> {
     Values(&'a mut [E]),
     Labels(&'a mut [i64]),
+}
+
+impl<'a, E> Sink<'a, E> {
+    /// The first `rows` rows' outputs, and the rest.
+    pub fn split_rows(self, rows: usize, outputs: usize) -> (Sink<'a, E>, Sink<'a, E>) {
+        match self {
+            Sink::Values(values) => {
+                let (head, tail) = values.split_at_mut((rows * outputs).min(values.len()));
+                (Sink::Values(head), Sink::Values(tail))
+            }
+            Sink::Labels(labels) => {
+                let (head, tail) = labels.split_at_mut(rows.min(labels.len()));
+                (Sink::Labels(head), Sink::Labels(tail))
+            }
+        }
+    }
 }
 
 /// Chunks with fewer live rows than this go through the single-row path, row by row: below it,
@@ -204,7 +220,8 @@ impl<E: DispatchElement, X: InputElement> SimdTask<E> for RowsTask<'_, E, X> {
                             _ => (chunk_odd, chunk_even, Prefetch::NONE),
                         };
                         let activation = activation_of(index, layer);
-                        layer_chunk(s, layer, activation, input, output, prefetch);
+                        let floor = activation_floor(activation, index != last);
+                        layer_chunk(s, layer, activation, floor, input, output, prefetch);
                     }
                     let result = if last % 2 == 0 {
                         &*chunk_even
@@ -215,15 +232,12 @@ impl<E: DispatchElement, X: InputElement> SimdTask<E> for RowsTask<'_, E, X> {
                 } else {
                     for r in 0..live {
                         let row = &x_chunk[r * features..(r + 1) * features];
-                        // A row already in E with no scale is read in place (x * 1 == x; a
-                        // signalling NaN comes out of the first FMA quieted either way).
-                        let (first_input, first_nonzero) = match X::as_elements::<E>(row) {
-                            Some(row) if model.input_scale == E::ONE => (row, None),
-                            _ => {
-                                let nonzero = pack_input_row(s, row, model.input_scale, input_row);
-                                (&*input_row, Some(nonzero))
-                            }
-                        };
+                        // Always through a copy, even for a row already of the model's type:
+                        // the copy is where subnormal inputs are read as zero (by their bits),
+                        // as the batch's packing reads them, and it counts the nonzero values
+                        // on the way.
+                        let nonzero = pack_input_row(s, row, model.input_scale, input_row);
+                        let (first_input, first_nonzero) = (&*input_row, Some(nonzero));
                         for (index, layer) in model.layers.iter().enumerate() {
                             let (input, output): (&[E], &mut [E]) = match index {
                                 0 => (first_input, row_even),
@@ -231,12 +245,14 @@ impl<E: DispatchElement, X: InputElement> SimdTask<E> for RowsTask<'_, E, X> {
                                 _ => (row_odd, row_even),
                             };
                             let activation = activation_of(index, layer);
+                            let floor = activation_floor(activation, index != last);
                             let input = &input[..layer.inputs];
                             let known_nonzero = if index == 0 { first_nonzero } else { None };
                             layer_single_row(
                                 s,
                                 layer,
                                 activation,
+                                floor,
                                 input,
                                 output,
                                 softmax_scratch,

@@ -1,8 +1,15 @@
 //! Vectorised transcendental functions (exp, sigmoid, tanh) and the activations built on them.
 //!
 //! Every use of `exp` in fastmlp has an argument `<= 0` (sigmoid takes `exp(-|x|)`, softmax
-//! `exp(x - max)`), so `exp_nonpositive` only guards the low end: it can never overflow, and it
-//! reaches subnormals and exact zero for very negative inputs. NaN propagates.
+//! `exp(x - max)`), so `exp_nonpositive` only guards the low end: it can never overflow. NaN
+//! propagates.
+//!
+//! No function here makes or reads a subnormal number, whatever its input: a floating-point
+//! operation that does takes a microcode assist on Intel cores (a hundred cycles or more per
+//! vector), which made saturated inputs several times slower than moderate ones. Results
+//! whose magnitude would fall below the smallest normal number are zero instead, selected by
+//! comparing bits as integers (`Simd::flush_below`), never produced by an operation that
+//! underflows; subnormal inputs are read as zero of their sign.
 
 use super::simd::{Element, Simd};
 
@@ -51,8 +58,13 @@ impl Activation {
 
 /// Constants of the Cody-Waite reduction and the Taylor polynomial for one element type.
 pub trait ExpConstants: Element {
-    /// Below this, exp(x) rounds to zero; clamping here keeps `n` inside `ldexp`'s range.
+    /// At and below this, `exp_nonpositive` returns 0: just above ln(MIN_NORMAL), so every
+    /// result it computes is at least the smallest normal number (`n >= -126` or `-1022`, with
+    /// `r` clearly positive there so the polynomial's rounding cannot step below it).
     const EXP_LOWEST: Self;
+    /// sqrt(MIN_NORMAL): the product of two numbers at least this large is normal, and next to
+    /// 1 a value below it is far below the last bit (2^-63 against float32's 2^-24).
+    const NEGLIGIBLE: Self;
     const LOG2_E: Self;
     /// ln 2 split so that `n * LN2_HI` is exact for every `n` the clamp allows.
     const LN2_HI: Self;
@@ -63,7 +75,8 @@ pub trait ExpConstants: Element {
 }
 
 impl ExpConstants for f32 {
-    const EXP_LOWEST: f32 = -104.0;
+    const EXP_LOWEST: f32 = -87.3365;
+    const NEGLIGIBLE: f32 = f32::from_bits((127 - 63) << 23); // 2^-63
     const LOG2_E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
@@ -80,7 +93,8 @@ impl ExpConstants for f32 {
 }
 
 impl ExpConstants for f64 {
-    const EXP_LOWEST: f64 = -746.0;
+    const EXP_LOWEST: f64 = -708.3964;
+    const NEGLIGIBLE: f64 = f64::from_bits((1023 - 511) << 52); // 2^-511
     const LOG2_E: f64 = std::f64::consts::LOG2_E;
     const LN2_HI: f64 = 6.931_471_803_691_238e-1;
     const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
@@ -123,14 +137,18 @@ where
     (n, h, r)
 }
 
-/// `exp(x)` for `x <= 0` (or NaN), to within a few ulp.
+/// `exp(x)` for `x <= 0` (or NaN), to within a few ulp; exactly 0 at and below `EXP_LOWEST`,
+/// where the true value is a subnormal number (or within 0.005% above the smallest normal).
 #[inline(always)]
 pub fn exp_nonpositive<S: Simd>(s: S, x: S::V) -> S::V
 where
     S::Elem: ExpConstants,
 {
     let (n, h, r) = exp_reduce(s, x);
-    s.ldexp(s.mul_add(h, r, s.splat(S::Elem::ONE)), n)
+    let e = s.ldexp(s.mul_add(h, r, s.splat(S::Elem::ONE)), n);
+    // `lowest - x >= 0` selects the zero; a NaN `x` makes the mask NaN and keeps `e` (NaN).
+    let at_or_below_lowest = s.sub(s.splat(S::Elem::EXP_LOWEST), x);
+    s.select_nonneg(at_or_below_lowest, s.splat(S::Elem::ZERO), e)
 }
 
 /// `exp(x) - 1` for `x <= 0` (or NaN), with relative accuracy near 0: where `n = 0` the
@@ -158,6 +176,10 @@ where
     let zero = s.splat(S::Elem::ZERO);
     let e = exp_nonpositive(s, s.sub(zero, s.abs(x)));
     let positive = s.div(s.splat(S::Elem::ONE), s.add(s.splat(S::Elem::ONE), e));
+    // `positive` >= 1/2, so `e * positive` is normal for `e >= 2 * MIN_NORMAL`; below that the
+    // product would underflow, and the negative tail is 0 instead.
+    let twice_min_normal = S::Elem::MIN_NORMAL + S::Elem::MIN_NORMAL;
+    let e = s.flush_below(e, s.splat(twice_min_normal));
     s.select_nonneg(x, positive, s.mul(e, positive))
 }
 
@@ -182,18 +204,38 @@ pub fn relu<S: Simd>(s: S, x: S::V) -> S::V {
     s.max(s.splat(S::Elem::ZERO), x)
 }
 
-/// Applies an element-wise activation; the row-wise ones (softmax) are applied by the caller.
+/// The smallest magnitude an activation's result keeps; smaller ones become zero. Results a
+/// caller sees keep everything down to the smallest normal number. Inside a network, the
+/// bounded activations (sigmoid, softmax) also zero what is below `NEGLIGIBLE`: such a value
+/// times any weight of at least `NEGLIGIBLE` would otherwise make a subnormal, in the next
+/// layer's first multiply-add when its bias is 0 (the tutorial network on raw pixels, whose
+/// saturated sigmoids land anywhere down to 1e-38, does exactly that). Next to the other terms
+/// of the sum, which include the bias and the activations in (0, 1], such a value is 2^-40
+/// (float32) below the last bit. Scale-free activations (identity, relu, tanh) keep every
+/// normal value, so a network fed tiny inputs on purpose is not zeroed.
 #[inline(always)]
-pub fn apply_elementwise<S: Simd>(s: S, activation: Activation, x: S::V) -> S::V
+pub fn activation_floor<E: ExpConstants>(activation: Activation, hidden: bool) -> E {
+    match activation {
+        Activation::Sigmoid | Activation::Softmax if hidden => E::NEGLIGIBLE,
+        _ => E::MIN_NORMAL,
+    }
+}
+
+/// Applies an element-wise activation; the row-wise ones (softmax) are applied by the caller.
+/// Subnormal lanes of `x` are read as zero, and results below `floor` are zero.
+#[inline(always)]
+pub fn apply_elementwise<S: Simd>(s: S, activation: Activation, x: S::V, floor: S::V) -> S::V
 where
     S::Elem: ExpConstants,
 {
-    match activation {
+    let x = s.flush_below(x, s.splat(S::Elem::MIN_NORMAL));
+    let y = match activation {
         Activation::Sigmoid => sigmoid(s, x),
         Activation::Relu => relu(s, x),
         Activation::Tanh => tanh(s, x),
         Activation::Identity | Activation::Softmax | Activation::LogSoftmax => x,
-    }
+    };
+    s.flush_below(y, floor)
 }
 
 /// A running vector sum of non-negative terms that also carries what each addition's rounding
@@ -258,6 +300,9 @@ pub const RENORMALIZE_EVERY: usize = 32;
 /// Softmax (or log-softmax) over `count` vectors laid out `stride` elements apart, each lane an
 /// independent row: the max and the sum run vertically, so no lane ever looks at another.
 /// Summation is compensated and in vector order, which the single-row path reproduces exactly.
+/// Probabilities below `floor` (at least `MIN_NORMAL`) are 0, chosen before the division that
+/// would underflow; terms below `NEGLIGIBLE` are left out of the sum, which is at least 1, so
+/// that no rounding error the compensation recovers is subnormal.
 ///
 /// # Safety
 /// `src + j * stride` and `dst + j * stride` must be valid for `S::LANES` elements for every
@@ -270,23 +315,38 @@ pub unsafe fn softmax_vertical<S: Simd>(
     count: usize,
     stride: usize,
     log: bool,
+    floor: S::Elem,
 ) where
     S::Elem: ExpConstants,
 {
+    let min_normal = s.splat(S::Elem::MIN_NORMAL);
+    let negligible = s.splat(S::Elem::NEGLIGIBLE);
     // SAFETY: (whole body) every pointer is `src`/`dst` plus `j * stride` with `j < count`,
     // which the caller guarantees is valid for one vector.
     unsafe {
-        let mut max = s.load(src);
+        // Macros, not closures: a closure would be compiled outside the caller's target
+        // features.
+        macro_rules! load {
+            ($j:expr) => {
+                s.flush_below(s.load(src.add($j * stride)), min_normal)
+            };
+        }
+        let mut max = load!(0);
         for j in 1..count {
-            max = s.max(max, s.load(src.add(j * stride)));
+            max = s.max(max, load!(j));
+        }
+        macro_rules! shifted {
+            ($j:expr) => {
+                s.flush_below(s.sub(load!($j), max), min_normal)
+            };
         }
         let mut terms = CompensatedSum::zero(s);
         for j in 0..count {
-            let e = exp_nonpositive(s, s.sub(s.load(src.add(j * stride)), max));
+            let e = exp_nonpositive(s, shifted!(j));
             if !log {
                 s.store(dst.add(j * stride), e);
             }
-            terms.add(s, e);
+            terms.add(s, s.flush_below(e, negligible));
             if j % RENORMALIZE_EVERY == RENORMALIZE_EVERY - 1 {
                 terms.renormalize(s);
             }
@@ -295,13 +355,15 @@ pub unsafe fn softmax_vertical<S: Simd>(
         if log {
             let log_sum = lanewise_ln(s, sum);
             for j in 0..count {
-                let shifted = s.sub(s.load(src.add(j * stride)), max);
-                s.store(dst.add(j * stride), s.sub(shifted, log_sum));
+                s.store(dst.add(j * stride), s.sub(shifted!(j), log_sum));
             }
         } else {
+            // `floor * sum` is exact (a power of two times sum >= 1), and a term at least
+            // that large divides to at least `floor`.
+            let smallest_term = s.mul(s.splat(floor), sum);
             for j in 0..count {
                 let p = dst.add(j * stride);
-                s.store(p, s.div(s.load(p), sum));
+                s.store(p, s.div(s.flush_below(s.load(p), smallest_term), sum));
             }
         }
     }

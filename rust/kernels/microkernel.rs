@@ -28,6 +28,7 @@ unsafe fn column_tile<S: Simd, const C: usize>(
     w: *const S::Elem,
     bias: *const S::Elem,
     activation: Activation,
+    floor: S::Elem,
     dst: *mut S::Elem,
     prefetch: Prefetch,
 ) where
@@ -71,24 +72,29 @@ unsafe fn column_tile<S: Simd, const C: usize>(
                 high[c] = s.mul_add(a_high, weight, high[c]);
             }
         }
+        let floor = s.splat(floor);
         for c in 0..C {
-            s.store(dst.add(c * rows), apply_elementwise(s, activation, low[c]));
+            s.store(
+                dst.add(c * rows),
+                apply_elementwise(s, activation, low[c], floor),
+            );
             s.store(
                 dst.add(c * rows + lanes),
-                apply_elementwise(s, activation, high[c]),
+                apply_elementwise(s, activation, high[c], floor),
             );
         }
     }
 }
 
 /// One layer over one chunk: `inp` is `[inputs][R]`, `out` becomes `[outputs][R]`.
-/// `activation` is the layer's own, or log-softmax in place of its softmax. The tiles share
-/// out the `prefetch` lines.
+/// `activation` is the layer's own, or log-softmax in place of its softmax; results below
+/// `floor` are zero (`activation_floor`). The tiles share out the `prefetch` lines.
 #[inline(always)]
 pub fn layer_chunk<S: Simd>(
     s: S,
     layer: &PackedLayer<S::Elem>,
     activation: Activation,
+    floor: S::Elem,
     inp: &[S::Elem],
     out: &mut [S::Elem],
     prefetch: Prefetch,
@@ -116,6 +122,7 @@ pub fn layer_chunk<S: Simd>(
                                 weights.as_ptr(),
                                 bias.as_ptr(),
                                 activation,
+                                floor,
                                 dst,
                                 tile_prefetch,
                             )
@@ -133,7 +140,7 @@ pub fn layer_chunk<S: Simd>(
             let base = out[half..].as_mut_ptr();
             // SAFETY: `out` holds `outputs * R` elements, so vector `j` of this half, at
             // `half + j * R`, lies inside it for every `j < outputs`.
-            unsafe { softmax_vertical(s, base, base, layer.outputs, rows, log) };
+            unsafe { softmax_vertical(s, base, base, layer.outputs, rows, log, floor) };
         }
     }
 }
@@ -166,6 +173,7 @@ unsafe fn gemv_block<S: Simd, const B: usize>(
     bias: *const S::Elem,
     last: usize,
     activation: Activation,
+    floor: S::Elem,
     dst: *mut S::Elem,
 ) -> bool
 where
@@ -207,8 +215,12 @@ where
                 }
             }
         }
+        let floor = s.splat(floor);
         for (b, &sum) in acc.iter().enumerate() {
-            s.store(dst.add(offset(b)), apply_elementwise(s, activation, sum));
+            s.store(
+                dst.add(offset(b)),
+                apply_elementwise(s, activation, sum, floor),
+            );
         }
         needs_full_sum
     }
@@ -259,7 +271,8 @@ fn collect_nonzero<S: Simd>(s: S, input: &[S::Elem], indices: &mut [u32]) -> usi
 }
 
 /// One layer for one row: `input` has `inputs` values, `out` gets `row_width` values (the first
-/// `outputs` meaningful). `scratch` holds `outputs * LANES` elements for softmax layers,
+/// `outputs` meaningful, those below `floor` zero as in `layer_chunk`). `scratch` holds
+/// `outputs * LANES` elements for softmax layers,
 /// `indices` at least `inputs` entries. `known_nonzero`, when given, is how many of `input`'s
 /// values are not zero, as `pack_input_row` counts them while converting a row: it spares this
 /// layer its own pass to count them.
@@ -275,6 +288,7 @@ pub fn layer_single_row<S: Simd>(
     s: S,
     layer: &PackedLayer<S::Elem>,
     activation: Activation,
+    floor: S::Elem,
     input: &[S::Elem],
     out: &mut [S::Elem],
     scratch: &mut [S::Elem],
@@ -340,6 +354,7 @@ pub fn layer_single_row<S: Simd>(
                                     bias.add(first),
                                     last,
                                     in_registers,
+                                    floor,
                                     dst.add(first),
                                 )
                             };
@@ -371,7 +386,7 @@ pub fn layer_single_row<S: Simd>(
         let log = activation == Activation::LogSoftmax;
         let base = scratch.as_mut_ptr();
         // SAFETY: vector j at `j * lanes` lies inside `scratch` for every j < count.
-        unsafe { softmax_vertical(s, base, base, count, lanes, log) };
+        unsafe { softmax_vertical(s, base, base, count, lanes, log, floor) };
         for j in 0..count {
             out[j] = scratch[j * lanes];
         }

@@ -75,6 +75,11 @@ impl<E: Element> PackedLayer<E> {
             outputs,
             "bias length must equal the layer's outputs"
         );
+        // Subnormal weights and biases are read as zero, as subnormal inputs are: a multiply-add
+        // reading one takes a microcode assist on Intel cores. (Reading them here, once, is not
+        // a hot loop.)
+        let weights = weights.mapv(Element::flush_subnormal);
+        let bias: Vec<E> = bias.iter().map(|&b| b.flush_subnormal()).collect();
         let mut tiles = Vec::new();
         let mut tiled_weights = Vec::with_capacity(inputs * outputs);
         for (first_col, width) in column_tiles(outputs, max_tile_cols) {
@@ -102,14 +107,14 @@ impl<E: Element> PackedLayer<E> {
         // sum makes the single-row path redo a layer that skipped zero inputs. (Their weights
         // are zeros, so a NaN or infinite input makes them NaN, as it makes the real outputs.)
         let mut padded_bias = vec![E::ONE; row_width];
-        padded_bias[..outputs].copy_from_slice(bias);
+        padded_bias[..outputs].copy_from_slice(&bias);
         PackedLayer {
             inputs,
             outputs,
             activation,
             tiles,
             tiled_weights,
-            bias: bias.to_vec(),
+            bias,
             row_major_weights,
             padded_bias,
             row_width,
@@ -138,6 +143,7 @@ pub fn pack_input_chunk<S: Simd, X: InputElement>(
     let full = features - features % lanes;
     let zero = s.splat(S::Elem::ZERO);
     let scale_v = s.splat(scale);
+    let min_normal = s.splat(S::Elem::MIN_NORMAL);
     let mut block = [zero; MAX_LANES];
     for first_row in [0, lanes] {
         let live = rows.saturating_sub(first_row).min(lanes);
@@ -153,7 +159,8 @@ pub fn pack_input_chunk<S: Simd, X: InputElement>(
                     let v = unsafe {
                         X::load_vector(s, src.as_ptr().add((first_row + $i) * features + k0))
                     };
-                    s.mul(v, scale_v)
+                    let v = if X::HAS_SUBNORMALS { s.flush_below(v, min_normal) } else { v };
+                    s.flush_below(s.mul(v, scale_v), min_normal)
                 }};
             }
             if live == lanes {
@@ -175,7 +182,8 @@ pub fn pack_input_chunk<S: Simd, X: InputElement>(
         for k in full..features {
             for i in 0..lanes {
                 dst[k * chunk + first_row + i] = if i < live {
-                    src[(first_row + i) * features + k].to_element::<S::Elem>() * scale
+                    (src[(first_row + i) * features + k].to_element::<S::Elem>() * scale)
+                        .flush_subnormal()
                 } else {
                     S::Elem::ZERO
                 };
@@ -199,17 +207,20 @@ pub fn pack_input_row<S: Simd, X: InputElement>(
     assert!(dst.len() >= src.len());
     let full = src.len() - src.len() % lanes;
     let scale_v = s.splat(scale);
+    let min_normal = s.splat(S::Elem::MIN_NORMAL);
     let mut nonzero = 0;
     for first in (0..full).step_by(lanes) {
         // SAFETY: first + lanes <= full <= src.len() <= dst.len().
         unsafe {
-            let v = s.mul(X::load_vector(s, src.as_ptr().add(first)), scale_v);
+            let v = X::load_vector(s, src.as_ptr().add(first));
+            let v = if X::HAS_SUBNORMALS { s.flush_below(v, min_normal) } else { v };
+            let v = s.flush_below(s.mul(v, scale_v), min_normal);
             s.store(dst.as_mut_ptr().add(first), v);
             nonzero += s.nonzero_mask(v).count_ones() as usize;
         }
     }
     for (d, &x) in dst[full..src.len()].iter_mut().zip(&src[full..]) {
-        *d = x.to_element::<S::Elem>() * scale;
+        *d = (x.to_element::<S::Elem>() * scale).flush_subnormal();
         nonzero += usize::from(*d != S::Elem::ZERO);
     }
     nonzero
@@ -316,7 +327,10 @@ mod tests {
             for len in 0..=src.len() {
                 let row = &src[..len];
                 let (nonzero, dst) = E::dispatch(level, PackRowTask { src: row, scale });
-                let expected: Vec<E> = row.iter().map(|x| x.to_element::<E>() * scale).collect();
+                let expected: Vec<E> = row
+                    .iter()
+                    .map(|x| (x.to_element::<E>() * scale).flush_subnormal())
+                    .collect();
                 let all_same = dst[..len]
                     .iter()
                     .zip(&expected)
