@@ -5,7 +5,7 @@ use std::fmt;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::PyErr;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum FastmlpError {
     /// An array has the wrong shape or size for what it is used as.
     Shape(String),
@@ -15,6 +15,9 @@ pub enum FastmlpError {
     Value(String),
     /// A bug in fastmlp: a Rust panic caught before it could reach Python.
     Internal(String),
+    /// A signal handler raised (KeyboardInterrupt on Ctrl-C) while a long call ran; the call's
+    /// remaining work was cancelled and the handler's exception is raised as it is.
+    Interrupted(PyErr),
 }
 
 impl fmt::Display for FastmlpError {
@@ -23,6 +26,7 @@ impl fmt::Display for FastmlpError {
             FastmlpError::Shape(m) | FastmlpError::DType(m) | FastmlpError::Value(m) => {
                 f.write_str(m)
             }
+            FastmlpError::Interrupted(error) => write!(f, "{error}"),
             FastmlpError::Internal(m) => write!(
                 f,
                 "internal error in fastmlp's core ({m}); please report it with the call that caused it"
@@ -37,6 +41,7 @@ impl From<FastmlpError> for PyErr {
     fn from(err: FastmlpError) -> PyErr {
         let message = err.to_string();
         match err {
+            FastmlpError::Interrupted(error) => error,
             FastmlpError::Shape(_) | FastmlpError::Value(_) => PyValueError::new_err(message),
             FastmlpError::DType(_) => PyTypeError::new_err(message),
             FastmlpError::Internal(_) => PyRuntimeError::new_err(message),

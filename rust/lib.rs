@@ -4,8 +4,11 @@
 //! depends on (dtypes, shapes, contiguity), borrows the arrays without copying, and runs the
 //! kernels with the GIL released when the work is large enough to be worth it.
 
+pub mod borrows;
 pub mod detached;
 pub mod error;
+pub mod fork;
+pub mod fpenv;
 pub mod kernels;
 pub mod threads;
 
@@ -84,27 +87,29 @@ fn contiguous_floats<'a, 'py, E: numpy::Element + kernels::simd::Element>(
 }
 
 /// A writable, C-contiguous float array of element type `E`, borrowed for writing.
-fn writable_floats<'py, E: numpy::Element + kernels::simd::Element>(
-    out: &Bound<'py, PyAny>,
+fn writable_floats<'a, E: numpy::Element + kernels::simd::Element>(
+    out: &'a Bound<'_, PyAny>,
     what: &str,
-) -> Result<numpy::PyReadwriteArrayDyn<'py, E>, FastmlpError> {
-    contiguous_floats::<E>(out, what)?
-        .try_readwrite()
-        .map_err(|_| {
-            FastmlpError::Value(format!(
-                "{what} must be writeable and must not overlap another argument"
-            ))
-        })
+) -> Result<(borrows::Borrow, &'a mut [E]), FastmlpError> {
+    borrows::write(contiguous_floats::<E>(out, what)?).map_err(|refusal| match refusal {
+        borrows::Refusal::NotContiguous => FastmlpError::Value(format!("{what} must be C-contiguous")),
+        borrows::Refusal::ReadOnly | borrows::Refusal::InUse => FastmlpError::Value(format!(
+            "{what} must be writeable and must not overlap another argument"
+        )),
+    })
 }
 
 /// A C-contiguous float array of element type `E`, borrowed for reading.
-fn readable_floats<'py, E: numpy::Element + kernels::simd::Element>(
-    x: &Bound<'py, PyAny>,
+fn readable_floats<'a, E: numpy::Element + kernels::simd::Element>(
+    x: &'a Bound<'_, PyAny>,
     what: &str,
-) -> Result<numpy::PyReadonlyArrayDyn<'py, E>, FastmlpError> {
-    contiguous_floats::<E>(x, what)?
-        .try_readonly()
-        .map_err(|_| FastmlpError::Value(format!("{what} is being written elsewhere")))
+) -> Result<(borrows::Borrow, &'a [E]), FastmlpError> {
+    borrows::read(contiguous_floats::<E>(x, what)?).map_err(|refusal| match refusal {
+        borrows::Refusal::NotContiguous => FastmlpError::Value(format!("{what} must be C-contiguous")),
+        borrows::Refusal::ReadOnly | borrows::Refusal::InUse => {
+            FastmlpError::Value(format!("{what} is being written elsewhere"))
+        }
+    })
 }
 
 fn parse_activation(name: &str) -> Result<Activation, FastmlpError> {
@@ -123,16 +128,10 @@ fn elementwise_typed<E: DispatchElement + numpy::Element>(
     out: &Bound<'_, PyAny>,
     threads: usize,
 ) -> Result<(), FastmlpError> {
-    let mut out = writable_floats::<E>(out, "out")?;
+    let (_out_borrow, dst) = writable_floats::<E>(out, "out")?;
     let input = x.map(|x| readable_floats::<E>(x, "x")).transpose()?;
-    let dst = out
-        .as_slice_mut()
-        .map_err(|_| FastmlpError::Value("out must be C-contiguous".into()))?;
-    let src = match &input {
-        Some(input) => {
-            let src = input
-                .as_slice()
-                .map_err(|_| FastmlpError::Value("x must be C-contiguous".into()))?;
+    let src = match input {
+        Some((_, src)) => {
             if src.len() != dst.len() {
                 return Err(FastmlpError::Shape(format!(
                     "out has {} elements but x has {}",
@@ -188,11 +187,8 @@ fn softmax_typed<E: DispatchElement + numpy::Element>(
     log: bool,
     threads: usize,
 ) -> Result<(), FastmlpError> {
-    let mut out = writable_floats::<E>(out, "out")?;
+    let (_out_borrow, dst) = writable_floats::<E>(out, "out")?;
     let input = x.map(|x| readable_floats::<E>(x, "x")).transpose()?;
-    let dst = out
-        .as_slice_mut()
-        .map_err(|_| FastmlpError::Value("out must be C-contiguous".into()))?;
     let expected = outer
         .checked_mul(len)
         .and_then(|n| n.checked_mul(inner))
@@ -204,10 +200,7 @@ fn softmax_typed<E: DispatchElement + numpy::Element>(
         )));
     }
     let src = match &input {
-        Some(input) => {
-            let src = input
-                .as_slice()
-                .map_err(|_| FastmlpError::Value("x must be C-contiguous".into()))?;
+        Some((_, src)) => {
             if src.len() != expected {
                 return Err(FastmlpError::Shape(format!(
                     "x has {} elements, expected {outer} x {len} x {inner}",
@@ -283,8 +276,8 @@ fn pack_model<E: DispatchElement + numpy::Element>(
                     dtype_name(w)
                 ))
             })?
-            .try_readonly()
-            .map_err(|_| FastmlpError::Value(format!("layer {index}: W is being written")))?;
+            // A copy, read once: the weights are packed into a copy anyway.
+            .to_owned_array();
         let b = b
             .cast::<PyArray1<E>>()
             .map_err(|_| {
@@ -294,10 +287,9 @@ fn pack_model<E: DispatchElement + numpy::Element>(
                     dtype_name(b)
                 ))
             })?
-            .try_readonly()
-            .map_err(|_| FastmlpError::Value(format!("layer {index}: b is being written")))?;
-        let w = w.as_array();
-        let b = b.as_array().to_vec();
+            .to_owned_array()
+            .to_vec();
+        let w = w.view();
         let (inputs, outputs) = w.dim();
         if inputs == 0 || outputs == 0 {
             return Err(FastmlpError::Shape(format!(
@@ -434,8 +426,7 @@ fn forward_typed<'py, E: DispatchElement + numpy::Element>(
             "X has {x_features} features per row but the model expects {features}"
         )));
     }
-    let mut values;
-    let mut labels;
+    let _out_borrow;
     let mut fresh: Option<Bound<'py, PyArrayDyn<E>>> = None;
     let mut fresh_labels: Option<Bound<'py, PyArray1<i64>>> = None;
     // Only a caller's own `out=` could alias X; a new array cannot.
@@ -454,16 +445,18 @@ fn forward_typed<'py, E: DispatchElement + numpy::Element>(
     };
     let sink = match target {
         Target::Labels(out) => {
-            labels = out
-                .cast::<PyArray1<i64>>()
-                .map_err(|_| {
-                    FastmlpError::DType(format!("out must be int64, got {}", dtype_name(out)))
-                })?
-                .try_readwrite()
-                .map_err(|_| FastmlpError::Value("out must be writeable".into()))?;
-            let slice = labels
-                .as_slice_mut()
-                .map_err(|_| FastmlpError::Value("out must be C-contiguous".into()))?;
+            let labels = out.cast::<PyArray1<i64>>().map_err(|_| {
+                FastmlpError::DType(format!("out must be int64, got {}", dtype_name(out)))
+            })?;
+            let (borrow, slice) = borrows::write(labels).map_err(|refusal| match refusal {
+                borrows::Refusal::NotContiguous => {
+                    FastmlpError::Value("out must be C-contiguous".into())
+                }
+                borrows::Refusal::ReadOnly | borrows::Refusal::InUse => {
+                    FastmlpError::Value("out must be writeable".into())
+                }
+            })?;
+            _out_borrow = Some(borrow);
             if slice.len() != rows {
                 return Err(FastmlpError::Shape(format!(
                     "out has {} elements, expected {rows}",
@@ -473,10 +466,8 @@ fn forward_typed<'py, E: DispatchElement + numpy::Element>(
             Sink::Labels(slice)
         }
         Target::Values(out) => {
-            values = writable_floats::<E>(out, "out")?;
-            let slice = values
-                .as_slice_mut()
-                .map_err(|_| FastmlpError::Value("out must be C-contiguous".into()))?;
+            let (borrow, slice) = writable_floats::<E>(out, "out")?;
+            _out_borrow = Some(borrow);
             if Some(slice.len()) != rows.checked_mul(outputs) {
                 return Err(FastmlpError::Shape(format!(
                     "out has {} elements, expected {rows} x {outputs}",
@@ -513,31 +504,43 @@ fn forward_typed<'py, E: DispatchElement + numpy::Element>(
         }
     };
     let heavy = rows.saturating_mul(model.macs_per_row()) >= DETACH_MIN_MACS;
-    // Registering a read borrow in rust-numpy's table costs about 50 ns, 4% of a one-row call,
-    // so a short call into a new array skips it when nothing could be writing to X meanwhile.
+    // Registering a read borrow costs a lock and a table scan, a few percent of a one-row
+    // call, so a short call into a new array skips it when nothing could be writing to X
+    // meanwhile.
     let unregistered_read = output_is_new && !heavy && detached::no_other_call_running(py);
     macro_rules! run_on {
         ($array:expr) => {{
-            let registered;
+            let _x_borrow;
             let x = if unregistered_read {
-                // SAFETY: X is only read, and nothing writes to it until the pass ends: the GIL
-                // is held throughout (a pass that is not heavy never releases it) and serialises
-                // Python threads, no fastmlp call runs with the GIL released that could be
-                // writing to it (`no_other_call_running`), and the output is a new array, not a
-                // view of X. Native code of other libraries writing without the GIL could: NumPy's
-                // own operations never register, and another rust-numpy extension's registered
-                // write borrow goes unseen here (the README says so).
+                if !$array.is_c_contiguous() {
+                    return Err(FastmlpError::Value("X must be C-contiguous".into()));
+                }
+                // SAFETY: X is C-contiguous (checked) and only read, and nothing writes to it
+                // until the pass ends: the GIL is held throughout (a pass that is not heavy
+                // never releases it) and serialises Python threads, no fastmlp call runs with
+                // the GIL released that could be writing to it (`no_other_call_running`), and
+                // the output is a new array, not a view of X. Native code of other libraries
+                // writing without the GIL could, as it could under any NumPy extension (the
+                // README says so).
                 unsafe { $array.as_slice() }
+                    .map_err(|_| FastmlpError::Value("X must be C-contiguous".into()))?
             } else {
-                registered = $array.try_readonly().map_err(|e| {
-                    FastmlpError::Value(format!(
-                        "X is being written elsewhere or overlaps out ({e})"
-                    ))
+                let (borrow, x) = borrows::read($array).map_err(|refusal| match refusal {
+                    borrows::Refusal::NotContiguous => {
+                        FastmlpError::Value("X must be C-contiguous".into())
+                    }
+                    borrows::Refusal::ReadOnly | borrows::Refusal::InUse => FastmlpError::Value(
+                        "X is being written elsewhere or overlaps out".into(),
+                    ),
                 })?;
-                registered.as_slice()
+                _x_borrow = borrow;
+                x
+            };
+            if heavy {
+                forward_interruptible(py, model, x, rows, sink, threads, log)?
+            } else {
+                catch_panic(|| model.forward(x, rows, sink, threads, log))?
             }
-            .map_err(|_| FastmlpError::Value("X must be C-contiguous".into()))?;
-            run_released(py, heavy, || model.forward(x, rows, sink, threads, log))?
         }};
     }
     match &input {
@@ -548,6 +551,46 @@ fn forward_typed<'py, E: DispatchElement + numpy::Element>(
     Ok(fresh
         .map(Bound::into_any)
         .or_else(|| fresh_labels.map(Bound::into_any)))
+}
+
+/// Multiply-adds per slice of a long forward pass: between slices the calling thread takes the
+/// GIL back for a moment to run Python's signal handlers, so Ctrl-C stops a call within a
+/// slice's time (about 10 ms at AVX-512 on two cores, 0.2-0.6 s at the portable level) instead
+/// of when the whole call returns. A slice is large enough that the pause costs nothing
+/// measurable.
+const MACS_PER_INTERRUPTIBLE_SLICE: usize = 1 << 29;
+
+/// `model.forward` with the GIL released, in slices of rows with a signal check between them.
+/// A handler that raises (KeyboardInterrupt) cancels the slices not yet run and its exception
+/// is returned; `sink` is then partly written, which only a caller's `out=` can show.
+fn forward_interruptible<E: DispatchElement, X: kernels::simd::InputElement>(
+    py: Python<'_>,
+    model: &PackedModel<E>,
+    x: &[X],
+    rows: usize,
+    sink: Sink<'_, E>,
+    threads: usize,
+    log: bool,
+) -> Result<(), FastmlpError> {
+    let features = model.features();
+    let outputs = model.outputs();
+    let slice_rows = (MACS_PER_INTERRUPTIBLE_SLICE / model.macs_per_row().max(1)).max(1);
+    let mut sink = sink;
+    let mut start = 0;
+    while start < rows {
+        let end = rows.min(start + slice_rows);
+        let (slice_sink, rest) = sink.split_rows(end - start, outputs);
+        let x_slice = &x[start * features..end * features];
+        run_released(py, true, || {
+            model.forward(x_slice, end - start, slice_sink, threads, log)
+        })?;
+        sink = rest;
+        start = end;
+        if start < rows {
+            py.check_signals().map_err(FastmlpError::Interrupted)?;
+        }
+    }
+    Ok(())
 }
 
 /// Whether the Python layer's fast path may hand `x` to the core as it is: exactly a NumPy
@@ -771,11 +814,38 @@ fn force_cpu_level(name: Option<&str>) -> PyResult<()> {
     })
 }
 
+/// For tests: the calling thread's MXCSR register (SSE status flags in bits 0-5, control
+/// bits above), or None off x86-64.
+#[pyfunction]
+fn mxcsr() -> Option<u32> {
+    fpenv::mxcsr()
+}
+
+/// For tests: clears the calling thread's MXCSR status flags, keeping its control bits.
+#[pyfunction]
+fn clear_fp_status_flags() {
+    fpenv::clear_status_flags()
+}
+
+/// For benchmarks: one core's float32 multiply-add peak at the active level, in GFLOP/s (a
+/// register-only FMA loop; the best of `repeats` runs of about `seconds` each).
+#[pyfunction]
+#[pyo3(signature = (seconds=0.05, repeats=5))]
+fn fma_peak_gflops(py: Python<'_>, seconds: f64, repeats: usize) -> f64 {
+    py.detach(|| kernels::peak::fma_peak_gflops(seconds, repeats))
+}
+
 #[pymodule(gil_used = false)]
 mod _core {
+    #[pymodule_init]
+    fn init(_module: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
+        crate::fork::install();
+        Ok(())
+    }
+
     #[pymodule_export]
     use super::{
-        cpu_level, elementwise, force_cpu_level, get_num_threads, set_num_threads, softmax,
-        supported_levels, PyPackedMlp,
+        clear_fp_status_flags, cpu_level, elementwise, fma_peak_gflops, force_cpu_level,
+        get_num_threads, mxcsr, set_num_threads, softmax, supported_levels, PyPackedMlp,
     };
 }

@@ -3,7 +3,7 @@
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
@@ -49,7 +49,28 @@ pub fn effective_threads(requested: Option<usize>) -> usize {
         .clamp(1, available_cores())
 }
 
-static POOL: Mutex<Option<(u32, Arc<ThreadPool>)>> = Mutex::new(None);
+/// The pool, with the id of the process that built it.
+type PoolSlot = Option<(u32, Arc<ThreadPool>)>;
+
+static POOL: Mutex<PoolSlot> = Mutex::new(None);
+
+/// The pool's slot, locked; `crate::fork` holds it across `fork()`.
+pub type PoolGuard = MutexGuard<'static, PoolSlot>;
+
+/// Locks the pool's slot (a panic while it was held cannot leave it half-written: it is
+/// replaced whole).
+pub fn lock_pool() -> PoolGuard {
+    POOL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// In a forked child: drops the parent's pool from the slot without running its destructor,
+/// which would wait for worker threads that the child does not have. The next split call
+/// builds a new pool.
+pub fn forget_inherited_pool(slot: &mut PoolGuard) {
+    if let Some((_, inherited)) = slot.take() {
+        std::mem::forget(inherited);
+    }
+}
 
 /// Runs `work(part)` for every part in `0..parts` on up to `threads` threads: the calling thread
 /// and `threads - 1` pool helpers each take the next unclaimed part until none is left. The
@@ -212,16 +233,16 @@ impl Drop for FinishHelpers<'_> {
 /// threads do not exist here to be joined) and a fresh one built: multiprocessing users do not
 /// deadlock. rayon's idle workers sleep after a brief spin rather than burning a core.
 pub fn pool() -> Arc<ThreadPool> {
-    let mut guard = POOL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut guard = lock_pool();
     let pid = std::process::id();
     if let Some((owner, pool)) = guard.as_ref() {
         if *owner == pid {
             return Arc::clone(pool);
         }
     }
-    if let Some((_, inherited)) = guard.take() {
-        std::mem::forget(inherited);
-    }
+    // A child forked without the fork handlers (the rlib used from Rust) still gets its own
+    // pool; with them, the slot is already empty here.
+    forget_inherited_pool(&mut guard);
     let pool = Arc::new(
         ThreadPoolBuilder::new()
             .num_threads(available_cores().saturating_sub(1).max(1))

@@ -257,6 +257,7 @@ def run_comparison(
     layers = layers or tutorial_shaped_layers(seed)
     macs_per_row = sum(W.size for W, _, _ in layers)
     found = engines(layers, threads)
+    fma_peak = fma_peak_gflops(threads)
     rng = np.random.default_rng(seed + 1)
     sgemm, sgemm_flops = sgemm_call(sgemm_size)
     rows = []
@@ -292,10 +293,152 @@ def run_comparison(
                         "peak": peak,
                         "sgemm_size": sgemm_size,
                         "peak_share": gflops / peak,
+                        "fma_peak": fma_peak,
+                        "fma_share": gflops / fma_peak,
                         "inputs": "random" if images is None else "images",
                     }
                 )
     return rows
+
+
+def fma_peak_gflops(threads: int) -> float:
+    """This machine's float32 multiply-add peak at fastmlp's level: one core's register-only
+    FMA loop (the best of several runs), times the threads used."""
+    from . import _core
+
+    return threads * _core.fma_peak_gflops()
+
+
+# Value ranges of the "values" group: moderate ones, and ones that saturate exp (where a naive
+# kernel makes subnormal numbers, which cost Intel cores a microcode assist per operation).
+ELEMENTWISE_RANGES = {
+    "moderate (-10, 10)": (-10.0, 10.0),
+    "saturating (-100, -88)": (-100.0, -88.0),
+    "saturating (88, 100)": (88.0, 100.0),
+    "saturating (-1000, -200)": (-1000.0, -200.0),
+}
+SOFTMAX_RANGES = {
+    "moderate (-10, 10)": (-10.0, 10.0),
+    "spread of hundreds (-500, 0)": (-500.0, 0.0),
+    "spread of thousands (-5000, 0)": (-5000.0, 0.0),
+}
+
+
+def run_values(
+    threads: int,
+    rounds: int,
+    *,
+    elements: int = 1_000_000,
+    rows: int = 10_000,
+    images: Optional[np.ndarray] = None,
+    layers=None,
+    settle: float = 1.0,
+) -> "list[dict]":
+    """Times what should not depend on the input's values: each kernel over moderate and
+    saturating ranges (per element, the ratio to the moderate range), and the tutorial network
+    on raw pixels against pixels / 255, float32 and uint8 rows, beside ONNX Runtime and NumPy.
+
+    ``images`` are raw uint8 pixels, one flattened image per row (MNIST's test set with
+    ``--mnist``); without them, fixed-seed random pixels with four-fifths zeros stand in.
+    """
+    from . import _functions
+
+    rng = np.random.default_rng(11)
+    results: "list[dict]" = []
+    kernel_calls: Dict[str, Callable[[], object]] = {}
+    for name in ("sigmoid", "tanh"):
+        for label, (low, high) in ELEMENTWISE_RANGES.items():
+            x = rng.uniform(low, high, elements).astype(np.float32)
+            kernel_calls[f"{name}|{label}"] = lambda name=name, x=x: _functions._elementwise(
+                name, x, None, threads
+            )
+    for label, (low, high) in SOFTMAX_RANGES.items():
+        x = rng.uniform(low, high, (elements // 100, 100)).astype(np.float32)
+        kernel_calls[f"softmax|{label}"] = lambda x=x: _functions.softmax(x, threads=threads)
+    best = time_interleaved(kernel_calls, rounds, settle=min(settle, 0.2))
+    for key, seconds in best.items():
+        kernel, label = key.split("|")
+        moderate = best[f"{kernel}|moderate (-10, 10)"]
+        results.append(
+            {
+                "group": "kernel",
+                "case": f"{kernel} {label}",
+                "engine": "fastmlp",
+                "seconds": seconds,
+                "per_element": seconds / elements,
+                "ratio": seconds / moderate,
+                "ratio_to": "moderate",
+            }
+        )
+
+    layers = layers or tutorial_shaped_layers()
+    if images is None:
+        images = rng.integers(0, 256, size=(rows, layers[0][0].shape[0]), dtype=np.uint8)
+        images[rng.random(images.shape) < 0.8] = 0
+    pixels = np.ascontiguousarray(images[np.arange(rows) % len(images)], dtype=np.uint8)
+    raw = pixels.astype(np.float32)
+    scaled = raw / np.float32(255)
+    found = engines(layers, threads, include=("fastmlp", "numpy", "onnxruntime"))
+    model = MLP(layers)
+    model_scaled = MLP(layers, input_scale=1 / 255)
+    calls: Dict[str, Callable[[], object]] = {}
+    for name, fn in found.items():
+        calls[f"{name}|raw float32"] = lambda fn=fn: fn(raw)
+        calls[f"{name}|scaled float32"] = lambda fn=fn: fn(scaled)
+    calls["fastmlp|raw uint8"] = lambda: model.predict_proba(pixels, threads=threads)
+    calls["fastmlp|scaled uint8"] = lambda: model_scaled.predict_proba(pixels, threads=threads)
+    with _blas_threads(threads):
+        best = time_interleaved(calls, rounds, settle=settle)
+    for key, seconds in best.items():
+        engine, case = key.split("|")
+        kind, dtype = case.split()
+        scaled_time = best[f"{engine}|scaled {dtype}"]
+        results.append(
+            {
+                "group": "network",
+                "case": f"{rows:,} rows, {case}",
+                "engine": engine,
+                "seconds": seconds,
+                "ratio": seconds / scaled_time,
+                "ratio_to": "scaled",
+                "vs_onnxruntime": (
+                    seconds / best[f"onnxruntime|{case}"]
+                    if engine == "fastmlp" and f"onnxruntime|{case}" in best
+                    else None
+                ),
+            }
+        )
+    return results
+
+
+def format_values_table(rows: "list[dict]", threads: int) -> str:
+    lines = [
+        f"machine: {machine_description()}",
+        f"threads: {threads}; float32; times are the minimum of interleaved rounds",
+        "",
+        "Kernels: per element, and the ratio to the same kernel over moderate values",
+        f"{'case':<44} {'time':>11}  {'ns/element':>10}  {'x moderate':>10}",
+    ]
+    for row in rows:
+        if row["group"] == "kernel":
+            lines.append(
+                f"{row['case']:<44} {_format_time(row['seconds']):>11}  "
+                f"{1e9 * row['per_element']:>10.3f}  {row['ratio']:>10.2f}"
+            )
+    lines += [
+        "",
+        "Network 784-50-100-10 (sigmoid, sigmoid, softmax): raw 0..255 pixels against "
+        "pixels / 255",
+        f"{'case':<32} {'engine':<12} {'time':>11}  {'x scaled':>8}  {'x ORT':>6}",
+    ]
+    for row in rows:
+        if row["group"] == "network":
+            versus = row.get("vs_onnxruntime")
+            lines.append(
+                f"{row['case']:<32} {row['engine']:<12} {_format_time(row['seconds']):>11}  "
+                f"{row['ratio']:>8.2f}  {'' if versus is None else f'{versus:.2f}':>6}"
+            )
+    return "\n".join(lines)
 
 
 def _format_time(seconds: float) -> str:
@@ -313,10 +456,12 @@ def format_table(rows: "list[dict]", threads: int) -> str:
         peak_range = f"{peaks[0]}"
     else:
         peak_range = f"{peaks[0]}-{peaks[-1]}"
+    fma_peak = rows[0]["fma_peak"] if rows else float("nan")
     lines = [
         f"machine: {machine_description()}",
         f"threads: {threads}; large sgemm (NumPy BLAS, float32, {size}^3), timed in the "
-        f"same rounds as each batch size: {peak_range} GFLOP/s",
+        f"same rounds as each batch size: {peak_range} GFLOP/s; FMA peak at fastmlp's level "
+        f"(a register-only loop, per core x {threads}): {fma_peak:.0f} GFLOP/s",
         "network: 784-50-100-10 (sigmoid, sigmoid, softmax), float32; "
         "times are the minimum of interleaved rounds",
         "rows: "
@@ -327,12 +472,13 @@ def format_table(rows: "list[dict]", threads: int) -> str:
         ),
         "",
         f"{'batch':>7}  {'engine':<12} {'time':>11}  {'x fastmlp':>9}  "
-        f"{'GFLOP/s':>8}  {'% sgemm':>7}",
+        f"{'GFLOP/s':>8}  {'% sgemm':>7}  {'% FMA':>5}",
     ]
     for row in rows:
         lines.append(
             f"{row['batch']:>7}  {row['engine']:<12} {_format_time(row['seconds']):>11}  "
-            f"{row['ratio']:>9.2f}  {row['gflops']:>8.1f}  {100 * row['peak_share']:>6.0f}%"
+            f"{row['ratio']:>9.2f}  {row['gflops']:>8.1f}  {100 * row['peak_share']:>6.0f}%  "
+            f"{100 * row['fma_share']:>4.0f}%"
         )
     return "\n".join(lines)
 
@@ -377,11 +523,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         help="run on the MNIST test images / 255 read from DIR (the IDX files) instead of "
         "dense random rows: a single row skips its zero pixels",
     )
+    parser.add_argument(
+        "--values",
+        action="store_true",
+        help="time what should not depend on the input's values instead: kernels over "
+        "moderate and saturating ranges, the network on raw pixels against pixels / 255",
+    )
     args = parser.parse_args(argv)
     from . import get_num_threads
 
     threads = args.threads or get_num_threads()
-    images = None
+    pixels = None
     if args.mnist is not None:
         from .datasets import load_mnist
 
@@ -389,7 +541,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             pixels, _ = load_mnist(args.mnist)
         except (OSError, ValueError) as error:
             parser.error(f"--mnist: {error}")
-        images = pixels.reshape(len(pixels), -1) / np.float32(255)
+    if args.values:
+        raw = None if pixels is None else pixels.reshape(len(pixels), -1)
+        print(format_values_table(run_values(threads, args.rounds, images=raw), threads))
+        return 0
+    images = None if pixels is None else pixels.reshape(len(pixels), -1) / np.float32(255)
     rows = run_comparison(args.batch_sizes, threads, args.rounds, images=images)
     print(format_table(rows, threads))
     if args.plot:

@@ -12,10 +12,13 @@ import numpy.typing as npt
 
 __all__ = [
     "PackedMLP",
+    "clear_fp_status_flags",
     "cpu_level",
     "elementwise",
+    "fma_peak_gflops",
     "force_cpu_level",
     "get_num_threads",
+    "mxcsr",
     "set_num_threads",
     "softmax",
     "supported_levels",
@@ -113,3 +116,14 @@ def supported_levels() -> List[str]:
 
 def force_cpu_level(name: Optional[str] = None) -> None:
     """For tests: forces the level new work runs at (None: the detected one)."""
+
+def mxcsr() -> Optional[int]:
+    """For tests: the calling thread's MXCSR register (SSE status flags in bits 0-5, control
+    bits above), or None off x86-64."""
+
+def clear_fp_status_flags() -> None:
+    """For tests: clears the calling thread's MXCSR status flags, keeping its control bits."""
+
+def fma_peak_gflops(seconds: float = 0.05, repeats: int = 5) -> float:
+    """For benchmarks: one core's float32 multiply-add peak at the active level, in GFLOP/s (a
+    register-only FMA loop; the best of ``repeats`` runs of about ``seconds`` each)."""

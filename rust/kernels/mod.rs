@@ -7,6 +7,7 @@ pub mod forward;
 pub mod math;
 pub mod microkernel;
 pub mod pack;
+pub mod peak;
 pub mod simd;
 
 #[cfg(test)]
