@@ -568,7 +568,7 @@ def test_sigterm_during_predict_removes_the_temporary_file(small_model_path, tmp
             "--model",
             str(small_model_path),
             "--chunk-rows",
-            "200",
+            "20",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -509,6 +509,8 @@ def _read_pickle(path: PathLike) -> dict[str, np.ndarray]:
             f"{where} is a damaged or truncated pickle ({type(exc).__name__}: "
             f"{exc}); expected a pickled dict of numpy arrays"
         ) from exc
+    if isinstance(weights, _PickledArray):
+        weights = weights.view(np.ndarray)  # refused just below, under its usual name
     if isinstance(weights, dict):
         weights = {
             key: value.view(np.ndarray) if isinstance(value, _PickledArray) else value
