@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 from fastmlp._io import read_weights
 from fastmlp._safetensors import read_safetensors
-from fastmlp.datasets import read_idx
+from fastmlp.datasets import load_mnist, read_idx
 from fastmlp.errors import DataFormatError, UnsafePickleError, WeightsFormatError
 
 try:
@@ -294,6 +294,19 @@ def _npz_duplicate_member(folder: Path) -> Path:
         warnings.simplefilter("ignore", UserWarning)  # zipfile warns of the duplicate name
         with zipfile.ZipFile(path, "a") as archive:
             archive.writestr("W1.npy", impostor.getvalue())
+    return path
+
+
+def _mnist_npz_duplicate_member(folder: Path) -> Path:
+    path = folder / "mnist.npz"
+    images = np.zeros((2, 28, 28), np.uint8)
+    np.savez(path, x_test=images, y_test=np.zeros(2, np.int64))
+    impostor = io.BytesIO()
+    np.save(impostor, np.full_like(images, 255))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        with zipfile.ZipFile(path, "a") as archive:
+            archive.writestr("x_test.npy", impostor.getvalue())
     return path
 
 
@@ -710,6 +723,12 @@ CORPUS = {
         _npz_duplicate_member,
         WeightsFormatError,
         r"two members for the array 'W1'",
+    ),
+    "npz-mnist-two-members-of-one-name": Hostile(
+        _mnist_npz_duplicate_member,
+        DataFormatError,
+        r"two members for the array 'x_test'",
+        read=load_mnist,
     ),
     "safetensors-header-of-millions-of-tiny-values": Hostile(
         _safetensors_header_of_tiny_values,
