@@ -974,7 +974,8 @@ def save(model: MLP, path: PathLike, *, format: Optional[str] = None) -> pathlib
     ``__metadata__["fastmlp"]``. Neither format can carry code.
 
     The file is written to a temporary name in the same folder and renamed into place, so a
-    failed save never leaves a partial file.
+    failed save never leaves a partial file. Saving over a file keeps its permission bits and,
+    where the system allows, its owner and group; other hard links to it keep the old content.
 
     Parameters
     ----------
