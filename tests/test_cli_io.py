@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import gzip
+import os
+import resource
+import shutil
+import signal
+import stat
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -416,3 +422,192 @@ def test_demo_and_bench_are_still_listed(capsys):
     listing = capsys.readouterr().out
     for command in ("demo", "bench", "predict", "convert"):
         assert command in listing
+
+
+# --- output paths that name an input; full disks; SIGTERM -------------------------------------
+
+
+def _spellings_of(path: Path, folder: Path) -> list[str]:
+    """Other names of the file ``path``: itself, ``./name``, a symbolic link, a hard link."""
+    symbolic = folder / f"symbolic-{path.name}"
+    symbolic.symlink_to(path)
+    hard = folder / f"hard-{path.name}"
+    os.link(path, hard)
+    return [str(path), f"./{path.name}", str(symbolic), str(hard)]
+
+
+def test_predict_refuses_an_out_that_is_the_model_or_in(
+    model_path, images_path, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    weights, pixels = model_path.read_bytes(), images_path.read_bytes()
+    for out in _spellings_of(model_path, tmp_path):
+        _fails(["predict", str(images_path), out, "--model", str(model_path)], capsys, 2, "model")
+    for out in _spellings_of(images_path, tmp_path):
+        _fails(["predict", str(images_path), out, "--model", str(model_path)], capsys, 2, "IN")
+    assert model_path.read_bytes() == weights and images_path.read_bytes() == pixels
+
+
+def test_convert_refuses_an_out_that_is_in(sample_weights_path, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    source = tmp_path / "book.pkl"
+    source.write_bytes(sample_weights_path.read_bytes())
+    for out in _spellings_of(source, tmp_path):
+        _fails(["convert", str(source), out, "--format", "npz"], capsys, 2, "same file")
+    assert source.read_bytes() == sample_weights_path.read_bytes()
+
+
+def _write_npy(path: Path, rows: int, features: int) -> None:
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(rows, features))
+    array[:] = np.linspace(-1, 1, features, dtype=np.float32)
+    array.flush()
+    del array
+
+
+@pytest.fixture
+def small_model_path(tmp_path) -> Path:
+    rng = np.random.default_rng(5)
+    model = fastmlp.MLP(
+        [(rng.normal(size=(4, 10)).astype(np.float32), np.zeros(10, np.float32), "softmax")]
+    )
+    return model.save(tmp_path / "small.npz")
+
+
+_FULL_DISK_SCRIPT = """
+mount -t tmpfs -o size=256k fastmlp-test "$1" || exit 77
+"$2" -m fastmlp predict "$3" "$1/out.npy" --model "$4" --chunk-rows 1000 --no-progress
+echo "exit=$?"
+ls -A "$1"
+"""
+
+
+def test_predict_onto_a_full_disk_says_so_and_leaves_nothing(small_model_path, tmp_path):
+    # 20,000 rows x 10 float32 outputs: 800 kB for a 256 kB filesystem. Written through a
+    # memory map, this died of SIGBUS (exit 135) and left its temporary file filling the disk.
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare(1) to mount a small tmpfs in a private mount namespace")
+    source = tmp_path / "rows.npy"
+    _write_npy(source, 20_000, 4)
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    command = ["unshare", "--mount"]
+    if os.geteuid() != 0:
+        command[1:1] = ["--user", "--map-root-user"]  # a private user namespace to mount in
+    done = subprocess.run(
+        [
+            *command,
+            "sh",
+            "-c",
+            _FULL_DISK_SCRIPT,
+            "sh",
+            str(mount_point),
+            sys.executable,
+            str(source),
+            str(small_model_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if done.returncode == 77 or "exit=" not in done.stdout:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()[-300:]}")
+    lines = done.stdout.split()
+    assert "exit=1" in lines, done.stdout + done.stderr
+    assert "cannot write" in done.stderr and "No space left on device" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert lines[lines.index("exit=1") + 1 :] == [], "files left on the full disk"
+
+
+def _limit_file_size() -> None:
+    # Writes past 100 kB fail with EFBIG; SIGXFSZ ignored so that write() returns the error.
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+def test_predict_past_a_file_size_limit_says_so_and_leaves_nothing(small_model_path, tmp_path):
+    source = tmp_path / "rows.npy"
+    _write_npy(source, 20_000, 4)  # 320 kB of input is read, never written: no limit on it
+    out_folder = tmp_path / "out"
+    out_folder.mkdir()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fastmlp",
+            "predict",
+            str(source),
+            str(out_folder / "out.npy"),
+            "--model",
+            str(small_model_path),
+            "--chunk-rows",
+            "1000",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=_limit_file_size,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "fastmlp predict: error: cannot write" in done.stderr and "too large" in done.stderr
+    assert list(out_folder.iterdir()) == []
+
+
+def test_sigterm_during_predict_removes_the_temporary_file(small_model_path, tmp_path):
+    source = tmp_path / "rows.npy"
+    _write_npy(source, 2_000_000, 4)
+    out_folder = tmp_path / "out"
+    out_folder.mkdir()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fastmlp",
+            "predict",
+            str(source),
+            str(out_folder / "out.npy"),
+            "--model",
+            str(small_model_path),
+            "--chunk-rows",
+            "20",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not any(out_folder.iterdir()):  # the temporary file is being written
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "predict never started writing"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert "terminated" in stderr
+    assert list(out_folder.iterdir()) == [], "the temporary file was left behind"
+
+
+def test_predict_replacing_a_file_keeps_its_permissions(model_path, images_path, tmp_path, capsys):
+    out = tmp_path / "out.npy"
+    out.write_bytes(b"old")
+    out.chmod(0o600)
+    assert cli.main(["predict", str(images_path), str(out), "--model", str(model_path)]) == 0
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    np.load(out)  # and it is the new result
+
+
+def test_sigterm_handler_is_restored_after_a_command(model_path, images_path, tmp_path, capsys):
+    def mine(signum, frame):
+        pass
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        cli.main(["predict", str(images_path), str(tmp_path / "o.npy"), "--model", str(model_path)])
+        cli.main(["convert", str(model_path), str(tmp_path / "o.npz")])
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, previous)

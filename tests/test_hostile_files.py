@@ -16,10 +16,12 @@ import io
 import json
 import os
 import pickle
+import re
 import shlex
 import subprocess
 import sys
 import tracemalloc
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +32,7 @@ import numpy as np
 import pytest
 from fastmlp._io import read_weights
 from fastmlp._safetensors import read_safetensors
-from fastmlp.datasets import read_idx
+from fastmlp.datasets import load_mnist, read_idx
 from fastmlp.errors import DataFormatError, UnsafePickleError, WeightsFormatError
 
 try:
@@ -215,6 +217,129 @@ def _idx(magic: bytes, dims: "tuple[int, ...]", payload: bytes) -> bytes:
     return magic + b"".join(size.to_bytes(4, "big") for size in dims) + payload
 
 
+# --- deep nesting, memory amplification, duplicates ------------------------------------------
+
+
+def _nested_tuple_key_pickle(depth: int) -> bytes:
+    # {((...((),)...),): 1}: TUPLE1 applied `depth` times; no global is named at all.
+    return b"\x80\x04}" + b")" + b"\x85" * depth + b"K\x01s."
+
+
+def _shared_bytes_pickle(folder: Path) -> bytes:
+    # One 1 MiB byte string, memoised, given as the data of 40 chained 512x512 float32 layers:
+    # 1 MiB of file that, rebuilt as arrays and a model, would take 40 MiB.
+    size, layers = 512, 40
+    dtype = (
+        b"cnumpy\ndtype\n(Vf4\nI00\nI01\ntR"  # dtype("f4", False, True), then its state:
+        b"(K\x03V<\nNNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+    )
+    reconstruct = b"cnumpy.core.multiarray\n_reconstruct\n(cnumpy\nndarray\n(K\x00tC\x01btR"
+
+    def array(shape: bytes, data: bytes) -> bytes:
+        return reconstruct + b"(K\x01" + shape + dtype + b"\x89" + data + b"tb"
+
+    body = b""
+    for number in range(1, layers + 1):
+        weights = (
+            b"B" + (size * size * 4).to_bytes(4, "little") + bytes(size * size * 4) + b"q\x01"
+            if number == 1
+            else b"h\x01"
+        )
+        body += b"VW%d\n" % number + array(b"(M\x00\x02M\x00\x02t", weights)
+        biases = b"B" + (size * 4).to_bytes(4, "little") + bytes(size * 4)
+        body += b"Vb%d\n" % number + array(b"(M\x00\x02t", biases)
+    return b"\x80\x03}(" + body + b"u."
+
+
+def _torch_checkpoint(name: str, data_pkl: bytes, storages: "dict[str, bytes]"):
+    def build(folder: Path) -> Path:
+        path = folder / name
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("archive/data.pkl", data_pkl)
+            archive.writestr("archive/byteorder", b"little")
+            for key, content in storages.items():
+                archive.writestr(f"archive/data/{key}", content)
+            archive.writestr("archive/version", b"3\n")
+        return path
+
+    return build
+
+
+_TORCH_EMPTY_HOOKS = b"ccollections\nOrderedDict\n)R"
+
+
+def _torch_shared_storage_pickle(count: int, numel: int) -> bytes:
+    # `count` state_dict entries, each a tensor rebuilt from one memoised 1 MiB storage.
+    storage = (
+        b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuJ"
+        + numel.to_bytes(4, "little")
+        + b"tQq\x01"
+    )
+    items = b""
+    for index in range(count):
+        items += b"X" + len(f"k{index}").to_bytes(4, "little") + f"k{index}".encode()
+        items += b"ctorch._utils\n_rebuild_tensor_v2\n("
+        items += (storage if index == 0 else b"h\x01") + b"J\x00\x00\x00\x00"
+        items += b"(J" + numel.to_bytes(4, "little") + b"t(J\x01\x00\x00\x00t\x89"
+        items += _TORCH_EMPTY_HOOKS + b"tR"
+    return b"\x80\x02" + _TORCH_EMPTY_HOOKS + b"(" + items + b"u."
+
+
+def _npz_duplicate_member(folder: Path) -> Path:
+    path = folder / "duplicate.npz"
+    np.savez(path, **_weights())
+    impostor = io.BytesIO()
+    np.save(impostor, np.full((4, 3), 1e30, np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zipfile warns of the duplicate name
+        with zipfile.ZipFile(path, "a") as archive:
+            archive.writestr("W1.npy", impostor.getvalue())
+    return path
+
+
+def _mnist_npz_duplicate_member(folder: Path) -> Path:
+    path = folder / "mnist.npz"
+    images = np.zeros((2, 28, 28), np.uint8)
+    np.savez(path, x_test=images, y_test=np.zeros(2, np.int64))
+    impostor = io.BytesIO()
+    np.save(impostor, np.full_like(images, 255))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        with zipfile.ZipFile(path, "a") as archive:
+            archive.writestr("x_test.npy", impostor.getvalue())
+    return path
+
+
+def _safetensors_header_of_tiny_values(folder: Path) -> Path:
+    # 12 MB of "0," inside one list: json.loads would build a 6-million-item list (48 MB of
+    # pointers alone) before the entry could be refused.
+    path = folder / "tiny_values.safetensors"
+    header = b'{"W1": [' + b"0," * 6_000_000 + b"0]}"
+    path.write_bytes(_safetensors_bytes(header))
+    return path
+
+
+def _onnx_gemm_with_string_alpha(folder: Path) -> Path:
+    onnx = pytest.importorskip("onnx", reason="the onnx package is not installed")
+    helper, numpy_helper = onnx.helper, onnx.numpy_helper
+    weights = [
+        numpy_helper.from_array(np.ones((3, 2), np.float32), "W"),
+        numpy_helper.from_array(np.zeros(2, np.float32), "c"),
+    ]
+    node = helper.make_node("Gemm", ["X", "W", "c"], ["Y"], alpha="abc")
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("X", onnx.TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("Y", onnx.TensorProto.FLOAT, ["N", 2])],
+        weights,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    path = folder / "alpha.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
 # --- the corpus ------------------------------------------------------------------------------
 
 
@@ -225,6 +350,7 @@ class Hostile:
     match: str
     read: Callable[[Path], Any] = fastmlp.load
     runs_code: bool = False  # plain pickle.loads would run the payload
+    crashes: bool = False  # could kill the process: read in a subprocess, as `fastmlp convert`
 
 
 CORPUS = {
@@ -526,7 +652,7 @@ CORPUS = {
         r"header is not valid JSON",
     ),
     "safetensors-deeply-nested-json": Hostile(
-        _safetensors("nested.safetensors", b'{"W1": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"),
+        _safetensors("nested.safetensors", b'{"W1": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
         WeightsFormatError,
         r"header is not valid JSON \(RecursionError",
     ),
@@ -554,6 +680,65 @@ CORPUS = {
         WeightsFormatError,
         r"header starts with '\[1, 2\]'; expected a JSON object",
         read=read_safetensors,
+    ),
+    "pickle-tuple-key-nested-200000-deep": Hostile(
+        # 200 kB without a single global: hashing the key recursed in C until SIGSEGV.
+        _raw("deep_key.pkl", lambda f: _nested_tuple_key_pickle(200_000)),
+        WeightsFormatError,
+        r"nests values more than 100 levels deep",
+        crashes=True,
+    ),
+    "pickle-tuple-key-nested-10000-deep": Hostile(
+        # Shallower: a bare RecursionError escaped (from the key's repr in the error message).
+        _raw("deeper_key.pkl", lambda f: _nested_tuple_key_pickle(10_000)),
+        WeightsFormatError,
+        r"nests values more than 100 levels deep",
+    ),
+    "pickle-self-referencing-list": Hostile(
+        # L = []; L.append(L), as pickle writes a cyclic list.
+        _raw("cycle.pkl", lambda f: b"\x80\x04]\x94h\x00a."),
+        WeightsFormatError,
+        r"changes a container after placing it inside another",
+    ),
+    "pickle-one-byte-string-as-data-of-many-arrays": Hostile(
+        _raw("shared_bytes.pkl", _shared_bytes_pickle),
+        WeightsFormatError,
+        r"arrays would hold more than the file's own \d+ bytes",
+    ),
+    "torch-data-pkl-tuple-key-nested-200000-deep": Hostile(
+        _torch_checkpoint("deep_key.pt", _nested_tuple_key_pickle(200_000), {}),
+        WeightsFormatError,
+        r"data\.pkl is refused: it nests values more than 100 levels deep",
+        crashes=True,
+    ),
+    "torch-one-storage-rebuilt-as-many-tensors": Hostile(
+        # 1 MiB of storage, 40 tensor stand-ins on it: each was a 1 MiB copy.
+        _torch_checkpoint(
+            "shared_storage.pt", _torch_shared_storage_pickle(40, 2**18), {"0": bytes(2**20)}
+        ),
+        WeightsFormatError,
+        r"the tensors built so far need \d+ bytes, more than the checkpoint's",
+    ),
+    "npz-two-members-of-one-name": Hostile(
+        _npz_duplicate_member,
+        WeightsFormatError,
+        r"two members for the array 'W1'",
+    ),
+    "npz-mnist-two-members-of-one-name": Hostile(
+        _mnist_npz_duplicate_member,
+        DataFormatError,
+        r"two members for the array 'x_test'",
+        read=load_mnist,
+    ),
+    "safetensors-header-of-millions-of-tiny-values": Hostile(
+        _safetensors_header_of_tiny_values,
+        WeightsFormatError,
+        r"about 6,000,00\d JSON values, over the limit",
+    ),
+    "onnx-gemm-alpha-is-a-string": Hostile(
+        _onnx_gemm_with_string_alpha,
+        WeightsFormatError,
+        r"alpha\.onnx.*Gemm.*alpha=b'abc'; expected a finite float",
     ),
     # IDX data files
     "idx-wrong-magic": Hostile(
@@ -619,7 +804,33 @@ def test_the_corpus_is_large_enough():
     assert kinds >= {"pickle", "npz", "safetensors", "idx"}
 
 
-@pytest.mark.parametrize("case", _cases())
+_READ_IN_A_SUBPROCESS = """
+import sys, fastmlp
+try:
+    fastmlp.load(sys.argv[1])
+except Exception as exc:
+    print(type(exc).__name__, exc, sep="\\n")
+"""
+
+
+@pytest.mark.parametrize("case", _cases(lambda case: case.crashes))
+def test_hostile_file_that_could_crash_is_refused_in_a_subprocess(tmp_path, case):
+    # Run apart, so that a crash (SIGSEGV) fails this test instead of killing pytest.
+    path = case.build(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", _READ_IN_A_SUBPROCESS, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, f"the reader died (exit {done.returncode}): {done.stderr[-500:]}"
+    kind, _, message = done.stdout.partition("\n")
+    assert issubclass(getattr(fastmlp.errors, kind, type(None)), case.error), done.stdout[-500:]
+    assert re.search(case.match, message), message
+    assert path.name in message, "the message should name the file"
+
+
+@pytest.mark.parametrize("case", _cases(lambda case: not case.crashes))
 def test_hostile_file_is_refused_cleanly(tmp_path, case):
     path = case.build(tmp_path)
     tracemalloc.start()
@@ -634,7 +845,9 @@ def test_hostile_file_is_refused_cleanly(tmp_path, case):
     assert not (tmp_path / MARKER).exists(), "the file's payload ran"
 
 
-@pytest.mark.parametrize("case", _cases(lambda case: case.read is fastmlp.load))
+@pytest.mark.parametrize(
+    "case", _cases(lambda case: case.read is fastmlp.load and not case.crashes)
+)
 def test_hostile_weights_are_refused_by_read_weights_too(tmp_path, case):
     path = case.build(tmp_path)
     with pytest.raises(case.error, match=case.match):

@@ -6,6 +6,7 @@ import builtins
 import os
 import pathlib
 import pickle
+import stat
 import subprocess
 import warnings
 
@@ -296,3 +297,108 @@ def test_errors_are_value_errors():
     assert issubclass(UnsafePickleError, WeightsFormatError)
     assert issubclass(WeightsFormatError, ValueError)
     assert fastmlp.UnsafePickleError is UnsafePickleError
+
+
+# --- saving over an existing file ----------------------------------------------------------
+
+
+def _small_model() -> fastmlp.MLP:
+    return fastmlp.MLP.from_dict(_small_weights())
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
+@pytest.mark.parametrize("mode", [0o600, 0o640, 0o444])
+def test_saving_over_a_file_keeps_its_permission_bits(tmp_path, suffix, mode):
+    path = tmp_path / f"model{suffix}"
+    path.write_bytes(b"old")
+    path.chmod(mode)
+    _small_model().save(path)
+    assert stat.S_IMODE(path.stat().st_mode) == mode
+    assert fastmlp.load(path) == _small_model()
+
+
+def test_saving_a_new_file_follows_the_umask(tmp_path):
+    previous = os.umask(0o027)
+    try:
+        path = _small_model().save(tmp_path / "model.npz")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root")
+def test_saving_over_a_file_keeps_its_owner_and_group_as_root(tmp_path):
+    path = tmp_path / "model.npz"
+    path.write_bytes(b"old")
+    os.chown(path, 4321, 8765)
+    path.chmod(0o4750)  # set-user-ID too: chown would clear it if done after chmod
+    _small_model().save(path)
+    status = path.stat()
+    assert (status.st_uid, status.st_gid) == (4321, 8765)
+    assert stat.S_IMODE(status.st_mode) == 0o4750
+
+
+def test_saving_through_a_symbolic_link_keeps_the_target_permissions(tmp_path):
+    target = tmp_path / "real.npz"
+    target.write_bytes(b"old")
+    target.chmod(0o600)
+    link = tmp_path / "link.npz"
+    link.symlink_to(target)
+    _small_model().save(link)
+    assert link.is_symlink() and stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert fastmlp.load(target) == _small_model()
+
+
+def test_saving_over_a_hard_linked_file_leaves_the_other_link_as_it_was(tmp_path):
+    # What the README promises: the saved name gets a new file; other links keep the old one.
+    path = tmp_path / "model.npz"
+    path.write_bytes(b"old")
+    other = tmp_path / "other.npz"
+    os.link(path, other)
+    _small_model().save(path)
+    assert other.read_bytes() == b"old"
+    assert fastmlp.load(path) == _small_model()
+
+
+# --- the limits every restricted unpickler applies first -------------------------------------
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_ordinary_weight_pickles_are_within_the_limits(protocol):
+    from fastmlp._pickle_limits import check_pickle_limits
+
+    shared = np.ones(3)
+    check_pickle_limits(pickle.dumps({**_small_weights(), "x": shared, "y": shared}, protocol))
+
+
+def test_pickle_with_too_many_opcodes_is_refused_by_name(tmp_path, monkeypatch):
+    from fastmlp import _pickle_limits
+
+    monkeypatch.setattr(_pickle_limits, "MAX_OPCODES", 50)
+    path = _write_pickle(tmp_path / "long.pkl", {f"W{i}": i for i in range(40)})
+    with pytest.raises(WeightsFormatError, match=r"long\.pkl.*more than 50 opcodes"):
+        read_weights(path)
+
+
+@pytest.mark.parametrize("depth, refused", [(99, False), (100, True)])
+def test_nesting_limit_is_exact(depth, refused):
+    from fastmlp._pickle_limits import PickleRefused, check_pickle_limits
+
+    value: object = ()
+    for _ in range(depth - 1):
+        value = (value,)
+    content = pickle.dumps({"key": value}, protocol=4)  # the dict adds one level
+    if refused:
+        with pytest.raises(PickleRefused, match="more than 100 levels"):
+            check_pickle_limits(content)
+    else:
+        check_pickle_limits(content)
+
+
+def test_keys_sharing_one_array_are_refused(tmp_path):
+    # One array object under W1 and W2, stored once (memoised): as a model, twice the file.
+    square = np.ones((100, 100), np.float32)
+    tied = {"W1": square, "b1": np.zeros(100), "W2": square, "b2": np.zeros(100)}
+    path = _write_pickle(tmp_path / "tied.pkl", tied)
+    with pytest.raises(WeightsFormatError, match=r"tied\.pkl.*keys share arrays"):
+        read_weights(path)

@@ -40,8 +40,19 @@ def float_dtype_for(dtype: np.dtype, what: str) -> np.dtype:
     )
 
 
+def refuse_masked(x: Any, what: str) -> None:
+    """A ``TypeError`` for a masked array: ``np.asarray`` would drop its mask silently."""
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(
+            f"{what} is a numpy masked array; fastmlp would ignore its mask. Expected a plain "
+            f"array: pass {what}.filled(value) to choose what masked entries become, or "
+            f"{what}.data to use the values underneath"
+        )
+
+
 def as_float_array(x: Any, what: str = "x") -> np.ndarray:
     """``x`` as a C-contiguous float32/float64 array, copying only when it must."""
+    refuse_masked(x, what)
     array = np.asarray(x)
     dtype = float_dtype_for(array.dtype, what)
     # np.asarray, unlike np.ascontiguousarray, keeps 0-d input 0-d.
@@ -70,6 +81,7 @@ def check_threads(threads: Optional[int]) -> Optional[int]:
 
 def check_out(out: Any, shape: tuple, dtype: np.dtype) -> np.ndarray:
     """Checks a caller's ``out=`` buffer before anything is written to it, and returns it."""
+    refuse_masked(out, "out")
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
     if out.dtype != dtype:
@@ -313,6 +325,8 @@ def dense(
     """
     from ._model import MLP
 
+    for argument, name in ((x, "x"), (W, "W"), (b, "b")):
+        refuse_masked(argument, name)
     W = np.asarray(W)
     x_array = np.asarray(x)
     dtype = np.result_type(float_dtype_for(W.dtype, "W"), float_dtype_for(np.asarray(b).dtype, "b"))

@@ -15,15 +15,16 @@ allocated for it.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
 import os
 import pathlib
 import pickle
-import pickletools
 import re
 import secrets
+import stat
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple, Unio
 import numpy as np
 
 from . import _npy, _safetensors
+from ._pickle_limits import PickleRefused, check_pickle_limits
 from .errors import UnsafePickleError, WeightsFormatError
 
 if TYPE_CHECKING:
@@ -77,7 +79,9 @@ class _NdarrayName:
 _NDARRAY_NAME = _NdarrayName()
 
 
-def _reconstruct_empty_array(subtype: Any, shape: Any, dtype: Any) -> Any:
+def _reconstruct_empty_array(
+    subtype: Any, shape: Any, dtype: Any, budget: "Optional[_ArrayBudget]" = None
+) -> Any:
     """numpy's ``_reconstruct``, limited to what ``ndarray.__reduce__`` writes.
 
     Every NumPy version pickles an array as ``_reconstruct(ndarray, (0,), b"b")`` followed by
@@ -89,7 +93,9 @@ def _reconstruct_empty_array(subtype: Any, shape: Any, dtype: Any) -> Any:
             f"refused _reconstruct({subtype!r:.60}, {shape!r:.60}, "
             "...): a pickled numpy array is always rebuilt from ndarray and shape (0,)"
         )
-    return _reconstruct(np.ndarray, shape, dtype)
+    array = _reconstruct(_PickledArray, shape, dtype)
+    array._budget = budget
+    return array
 
 
 # Everything a pickled dict of ndarrays needs, whichever numpy wrote it. numpy.core.* names
@@ -138,11 +144,17 @@ _FORMATS_KNOWN = (
 class _ArraysOnlyUnpickler(pickle.Unpickler):
     """An unpickler that can build numpy arrays and plain containers, and nothing else."""
 
+    budget: "Optional[_ArrayBudget]" = None
+
     def find_class(self, module: str, name: str) -> Any:
         try:
-            return _ALLOWED_GLOBALS[(module, name)]
+            found = _ALLOWED_GLOBALS[(module, name)]
         except KeyError:
             pass
+        else:
+            if found is _reconstruct_empty_array:
+                return functools.partial(_reconstruct_empty_array, budget=self.budget)
+            return found
         allowed = ", ".join(f"{m}.{n}" for m, n in _ALLOWED_GLOBALS)
         message = f"refused to load {module}.{name}: a weights pickle may only reference {allowed}"
         hint = _RESAVE_HINTS.get((module, name))
@@ -313,8 +325,18 @@ def _check_npz_members(path: PathLike) -> None:
     where = repr(os.fspath(path))
     archive_size = os.path.getsize(path)
     with zipfile.ZipFile(path) as archive:
+        keys: dict[str, str] = {}
         for info in archive.infolist():
             name = info.filename
+            # np.load keys members by name without ".npy" and keeps the last of a repeated
+            # one: two members under one key would make the weights depend on member order.
+            key = name[: -len(".npy")] if name.endswith(".npy") else name
+            if key in keys:
+                raise WeightsFormatError(
+                    f"{where} holds two members for the array {key!r} ({keys[key]!r} and "
+                    f"{name!r}); expected each array once"
+                )
+            keys[key] = name
             if info.compress_type == zipfile.ZIP_STORED:
                 largest_plausible = info.compress_size
             else:
@@ -412,34 +434,95 @@ def _zip_member_names(path: PathLike) -> "list[str]":
 # -- pickle ---------------------------------------------------------------------------------
 
 
+class _ArrayBudget:
+    """Bytes of array data a pickle may still materialise: at most the file's own size.
+
+    A memoised byte string can be handed to many arrays (``BUILD`` with a ``GET``), and each
+    array then holds or copies it: from a few kilobytes of opcodes, gigabytes. Charging every
+    array's data against the file's size keeps what a file can make fastmlp allocate within
+    what it holds, as the README promises.
+    """
+
+    __slots__ = ("remaining", "size")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.remaining = size
+
+    def charge(self, nbytes: int) -> None:
+        self.remaining -= nbytes
+        if self.remaining < 0:
+            raise WeightsFormatError(
+                f"its arrays would hold more than the file's own {self.size} bytes; a weights "
+                "file stores each array's bytes once (a hostile file can make one stored byte "
+                "string the data of many arrays to exhaust memory)"
+            )
+
+
+class _PickledArray(np.ndarray):
+    """The array ``_reconstruct`` gives a pickle: its ``__setstate__`` charges the budget.
+
+    Turned back into a plain ``ndarray`` (a view, no copy) once the pickle is read.
+    """
+
+    _budget: Optional[_ArrayBudget] = None
+
+    def __setstate__(self, state: Any) -> None:
+        data = state[-1] if isinstance(state, tuple) and state else None
+        if isinstance(data, (bytes, bytearray, str)) and self._budget is not None:
+            self._budget.charge(len(data))
+        super().__setstate__(state)
+
+
 def _read_pickle(path: PathLike) -> dict[str, np.ndarray]:
     with open(path, "rb") as file:
         content = file.read()
+    where = repr(os.fspath(path))
     try:
         # Walk the opcodes first, without building anything: every length the pickle declares
-        # (a 10**12-byte string in a 100-byte file) is checked against the bytes present, so
-        # the unpickler below never allocates for a size the file cannot back.
-        for _ in pickletools.genops(content):
-            pass
+        # (a 10**12-byte string in a 100-byte file) is checked against the bytes present, and
+        # the nesting depth and the opcode count are bounded, so the unpickler below neither
+        # allocates for a size the file cannot back nor builds values that crash Python.
+        check_pickle_limits(content)
+    except PickleRefused as exc:
+        raise WeightsFormatError(
+            f"{where} is refused as a pickle: {exc}; expected a pickled dict of numpy arrays"
+        ) from None
     except Exception as exc:
         raise WeightsFormatError(
-            f"{os.fspath(path)!r} is a damaged or truncated pickle ({type(exc).__name__}: "
+            f"{where} is a damaged or truncated pickle ({type(exc).__name__}: "
             f"{exc}); expected a pickled dict of numpy arrays"
         ) from exc
+    budget = _ArrayBudget(len(content))
     # latin1 lets numpy arrays pickled by Python 2 (the book's era) decode their byte strings.
     unpickler = _ArraysOnlyUnpickler(io.BytesIO(content), encoding="latin1")
+    unpickler.budget = budget
     try:
         weights = unpickler.load()
     except WeightsFormatError as exc:
         # Raised by find_class and friends, which do not know the file: name it here.
-        raise type(exc)(f"{os.fspath(path)!r}: {exc}") from None
+        raise type(exc)(f"{where}: {exc}") from None
     except Exception as exc:
         # A corrupted pickle can fail in many ways (UnpicklingError, and errors raised by
         # numpy while rebuilding an array): all mean "unreadable".
         raise WeightsFormatError(
-            f"{os.fspath(path)!r} is a damaged or truncated pickle ({type(exc).__name__}: "
+            f"{where} is a damaged or truncated pickle ({type(exc).__name__}: "
             f"{exc}); expected a pickled dict of numpy arrays"
         ) from exc
+    if isinstance(weights, _PickledArray):
+        weights = weights.view(np.ndarray)  # refused just below, under its usual name
+    if isinstance(weights, dict):
+        weights = {
+            key: value.view(np.ndarray) if isinstance(value, _PickledArray) else value
+            for key, value in weights.items()
+        }
+        # One array object under many keys is as costly as many copies once a model is built.
+        total = sum(value.nbytes for value in weights.values() if isinstance(value, np.ndarray))
+        if total > budget.size:
+            raise WeightsFormatError(
+                f"{where} holds {total} bytes of arrays in a {budget.size}-byte file: its keys "
+                "share arrays; expected each key's array stored once"
+            )
     return _check_weights(weights, path, from_pickle=True)
 
 
@@ -797,20 +880,15 @@ def _write_atomically(path: pathlib.Path, write: Callable[[IO[bytes]], None]) ->
 
     A failure (a full disk, an exception while writing) leaves ``path`` as it was: never a
     half-written file that would later load as a truncated one. A symbolic link is written
-    through, as ``open(path, "wb")`` would, rather than replaced by a file. Errors name
+    through, as ``open(path, "wb")`` would, rather than replaced by a file. A file replaced
+    keeps its permission bits (and, where allowed, its owner and group). Errors name
     ``path``, never the temporary file the caller did not ask for.
     """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    while True:
-        target, temporary = temporary_beside(path)
-        try:
-            # Mode 0o666 lets the umask decide permissions, as for a file open() creates.
-            descriptor = os.open(temporary, flags, 0o666)
-            break
-        except FileExistsError:  # pragma: no cover - a 48-bit random name collided
-            continue
-        except OSError as exc:
-            raise _naming(exc, path) from None
+    target, temporary = temporary_beside(path)
+    try:
+        descriptor = create_beside(target, temporary)
+    except OSError as exc:
+        raise _naming(exc, path) from None
     try:
         with os.fdopen(descriptor, "wb") as file:
             write(file)
@@ -826,6 +904,46 @@ def _write_atomically(path: pathlib.Path, write: Callable[[IO[bytes]], None]) ->
         except OSError:
             pass
         raise
+
+
+def create_beside(target: pathlib.Path, temporary: pathlib.Path) -> int:
+    """Create ``temporary`` (exclusively) to be renamed over ``target``; its descriptor.
+
+    When ``target`` exists, the new file takes its permission bits, and its owner and group
+    where the operating system allows (root; or a group the user belongs to), so that
+    replacing a 0600 file does not leave a 0644 one. Otherwise the umask decides, as for a
+    file ``open`` creates. Hard links to ``target`` keep the old content: the rename gives
+    ``target`` a new inode.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    try:
+        existing: Optional[os.stat_result] = os.stat(target)
+    except OSError:
+        existing = None
+    # Created owner-only when replacing a file, so that no one else can open it before its
+    # final permissions are set; mode 0o666 otherwise lets the umask decide.
+    descriptor = os.open(temporary, flags, 0o600 if existing is not None else 0o666)
+    if existing is None:
+        return descriptor
+    try:
+        if hasattr(os, "fchown"):
+            try:
+                os.fchown(descriptor, existing.st_uid, existing.st_gid)
+            except OSError:
+                try:
+                    os.fchown(descriptor, -1, existing.st_gid)
+                except OSError:
+                    pass  # not ours to give away: the file becomes the writer's
+        # After fchown, which may clear set-user-ID and set-group-ID bits.
+        if hasattr(os, "fchmod"):
+            os.fchmod(descriptor, stat.S_IMODE(existing.st_mode))
+        else:  # pragma: no cover - Windows
+            os.chmod(temporary, stat.S_IMODE(existing.st_mode))
+    except BaseException:
+        os.close(descriptor)
+        os.unlink(temporary)
+        raise
+    return descriptor
 
 
 def temporary_beside(path: PathLike) -> "tuple[pathlib.Path, pathlib.Path]":
@@ -856,7 +974,8 @@ def save(model: MLP, path: PathLike, *, format: Optional[str] = None) -> pathlib
     ``__metadata__["fastmlp"]``. Neither format can carry code.
 
     The file is written to a temporary name in the same folder and renamed into place, so a
-    failed save never leaves a partial file.
+    failed save never leaves a partial file. Saving over a file keeps its permission bits and,
+    where the system allows, its owner and group; other hard links to it keep the old content.
 
     Parameters
     ----------

@@ -9,7 +9,7 @@ from typing import Any, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from . import _core, _mapped
-from ._functions import ACTIVATIONS, MAX_THREADS, check_out, check_threads
+from ._functions import ACTIVATIONS, MAX_THREADS, check_out, check_threads, refuse_masked
 
 __all__ = ["MLP"]
 
@@ -132,6 +132,17 @@ class MLP:
             input_scale = float(input_scale)
             if not math.isfinite(input_scale):
                 raise ValueError(f"input_scale must be finite, got {input_scale}")
+            # The kernel multiplies in the model's dtype: 1e300 is finite as a float but
+            # infinite in float32, which would make every output NaN.
+            with np.errstate(over="ignore", under="ignore"):
+                in_dtype = self._dtype.type(input_scale)
+            if not np.isfinite(in_dtype) or (in_dtype == 0) != (input_scale == 0):
+                raise ValueError(
+                    f"input_scale {input_scale!r} becomes {float(in_dtype)!r} in this "
+                    f"{self._dtype} model; expected a value {self._dtype} can hold (magnitude "
+                    f"at most {float(np.finfo(self._dtype).max):g} and not below "
+                    f"{float(np.nextafter(self._dtype.type(0), self._dtype.type(1))):g}, or 0)"
+                )
         self._n_features = int(coefs[0].shape[0])
         self._n_outputs = int(coefs[-1].shape[1])
         self._coefs = tuple(coefs)
@@ -305,6 +316,7 @@ class MLP:
         Written for the batch-of-one latency: the common cases take no NumPy reductions.
         """
         if type(X) is not np.ndarray:
+            refuse_masked(X, "X")
             X = np.asarray(X)
         if X.dtype not in _INPUT_DTYPES:
             if X.dtype.kind not in "fiu":
@@ -385,6 +397,7 @@ class MLP:
         log: bool,
     ) -> np.ndarray:
         """The forward pass for what the core's direct path passed over."""
+        refuse_masked(X, "X")
         if isinstance(X, np.ndarray) and X.nbytes > _mapped.CHUNK_BYTES and _mapped.should_chunk(X):
             # Memory-mapped input larger than a chunk: run it in row chunks, handing each
             # chunk's pages back to the kernel, so a file larger than memory never is read in.
@@ -527,6 +540,7 @@ class MLP:
             if self.out_activation_ == "identity":
                 return values
             return (values[..., 0] > 0.5).astype(np.int64)  # a single sigmoid output
+        refuse_masked(X, "X")
         if isinstance(X, np.ndarray) and X.nbytes > _mapped.CHUNK_BYTES and _mapped.should_chunk(X):
             labels = _mapped.predict_in_chunks(self, X, batch_size, threads)  # as in _forward
             if labels is not None:
@@ -550,6 +564,7 @@ class MLP:
         ValueError
             If ``y`` does not have one label per row of ``X``.
         """
+        refuse_masked(y, "y")
         predicted = np.asarray(self.predict(X, batch_size, threads=threads))
         y = np.asarray(y)
         if y.shape != predicted.shape:

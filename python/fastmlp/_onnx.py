@@ -411,10 +411,22 @@ def _gemm_weights(
             )
         if attributes.get("transB", 0):
             W = W.T
-        alpha = float(attributes.get("alpha", 1.0))
+        alpha = _float_attribute(reader, node, attributes, "alpha")
         if alpha != 1.0:
             W = W * W.dtype.type(alpha)
     return np.ascontiguousarray(W)
+
+
+def _float_attribute(
+    reader: _GraphReader, node: Any, attributes: "dict[str, Any]", name: str
+) -> float:
+    """A Gemm's ``alpha`` or ``beta``: a finite float (default 1.0), or an error naming the file."""
+    value = attributes.get(name, 1.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise reader.fail(
+            f"{_node_label(node)} has {name}={value!r:.40}; expected a finite float attribute"
+        )
+    return float(value)
 
 
 def _gemm_bias(
@@ -423,7 +435,7 @@ def _gemm_bias(
     if len(node.input) < 3 or not node.input[2]:
         return None
     bias = _broadcast_bias(reader, node, node.input[2], W.shape[1])
-    beta = float(attributes.get("beta", 1.0))
+    beta = _float_attribute(reader, node, attributes, "beta")
     return bias if beta == 1.0 else bias * bias.dtype.type(beta)
 
 

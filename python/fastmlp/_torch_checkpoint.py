@@ -28,6 +28,7 @@ from typing import Any, Dict, Optional, Union
 
 import numpy as np
 
+from ._pickle_limits import PickleRefused, check_pickle_limits
 from .errors import UnsafePickleError, WeightsFormatError
 
 __all__ = ["read_torch_state_dict", "state_dict_to_weights"]
@@ -146,7 +147,7 @@ class _Storage:
 
 
 class _Tensor:
-    """A rebuilt tensor: a C-contiguous NumPy array owning its data."""
+    """A rebuilt tensor: a read-only view into its storage, copied once the pickle is read."""
 
     __slots__ = ("array",)
     __setstate__ = _refuse_build
@@ -174,11 +175,45 @@ def _is_empty_mapping(value: Any) -> bool:
     return isinstance(value, dict) and not value
 
 
-class _RebuildTensor:
-    """Stands in for ``torch._utils._rebuild_tensor_v2``: a bounds-checked strided copy."""
+class _DataBudget:
+    """Bytes of tensor data a checkpoint may make: at most the file's size (or, for deflated
+    members, the storage bytes read from it, whichever is larger).
 
-    __slots__ = ()
+    A memoised storage can back any number of tensor stand-ins; copying each would turn a few
+    kilobytes of data.pkl into gigabytes. Tensors are therefore views until the state_dict has
+    been checked, and each rebuild is charged against this budget. Views that overlap (torch
+    saves a view's whole storage) fit easily: the file holds the storage plus its zip framing.
+    """
+
+    __slots__ = ("file_size", "stored", "used")
+
+    def __init__(self, file_size: int) -> None:
+        self.file_size = file_size
+        self.stored = 0  # bytes of every storage member read so far
+        self.used = 0
+
+    @property
+    def limit(self) -> int:
+        return max(self.file_size, self.stored)
+
+    def charge(self, nbytes: int, where: str) -> None:
+        self.used += nbytes
+        if self.used > self.limit:
+            raise WeightsFormatError(
+                f"{where}: the tensors built so far need {self.used} bytes, more than the "
+                f"checkpoint's {self.limit}; expected each stored element in about one tensor "
+                "(a hostile file can rebuild one storage many times to exhaust memory)"
+            )
+
+
+class _RebuildTensor:
+    """Stands in for ``torch._utils._rebuild_tensor_v2``: a bounds-checked strided view."""
+
+    __slots__ = ("budget",)
     __setstate__ = _refuse_build
+
+    def __init__(self, budget: _DataBudget) -> None:
+        self.budget = budget
 
     def __call__(
         self,
@@ -224,7 +259,7 @@ class _RebuildTensor:
         if count == 0:
             if offset > available:
                 raise WeightsFormatError(f"{where}: the offset lies outside the storage")
-            return _Tensor(np.zeros(shape, dtype=flat.dtype))
+            return _Tensor(np.zeros(shape, dtype=flat.dtype))  # no data: nothing to charge
         last = offset + sum((extent - 1) * step for extent, step in zip(shape, strides))
         if last >= available:
             raise WeightsFormatError(
@@ -239,13 +274,14 @@ class _RebuildTensor:
                 f"{where}: it has {count} elements, more than its storage holds; expected a "
                 "tensor whose elements are each stored once"
             )
+        self.budget.charge(count * flat.itemsize, where)
         view = np.lib.stride_tricks.as_strided(
             flat[offset:],
             shape=shape,
             strides=tuple(step * flat.itemsize for step in strides),
             writeable=False,
         )
-        return _Tensor(np.array(view, order="C", copy=True))
+        return _Tensor(view)
 
 
 class _RebuildParameter:
@@ -358,9 +394,10 @@ class _StateDictUnpickler(pickle.Unpickler):
         self._archive = archive
         self._byte_order = archive.byte_order()
         self._storages: Dict[str, _Storage] = {}
+        self.budget = _DataBudget(os.path.getsize(archive.path))
         self._globals: Dict["tuple[str, str]", Any] = {
             ("collections", "OrderedDict"): _NewStateDict(),
-            ("torch._utils", "_rebuild_tensor_v2"): _RebuildTensor(),
+            ("torch._utils", "_rebuild_tensor_v2"): _RebuildTensor(self.budget),
             ("torch._utils", "_rebuild_parameter"): _RebuildParameter(),
         }
         for name, dtype in _STORAGE_DTYPES.items():
@@ -419,6 +456,7 @@ class _StateDictUnpickler(pickle.Unpickler):
                 "bytes); the checkpoint is truncated or corrupted"
             )
         content = self._archive.read(name)
+        self.budget.stored += len(content)
         array = np.frombuffer(content, dtype=dtype)
         if not dtype.isnative:
             array = array.astype(dtype.newbyteorder("="))
@@ -481,6 +519,19 @@ def read_torch_state_dict(path: PathLike) -> Dict[str, np.ndarray]:
     with zip_file:
         archive = _Archive(zip_file, path)
         content = archive.read(archive.pickle_name, limit=MAX_PICKLE_BYTES)
+        try:
+            # Nesting depth and opcode count bounded before anything is built: deep nesting
+            # crashes Python in C code that recurses (hashing a tuple key, repr).
+            check_pickle_limits(content)
+        except PickleRefused as exc:
+            raise WeightsFormatError(
+                f"{display!r}: data.pkl is refused: {exc}; expected a state_dict"
+            ) from None
+        except Exception as exc:
+            raise WeightsFormatError(
+                f"{display!r}: data.pkl is damaged or not a state_dict ({type(exc).__name__}: "
+                f"{exc})"
+            ) from exc
         unpickler = _StateDictUnpickler(archive, content)
         try:
             state = unpickler.load()
@@ -502,6 +553,8 @@ def read_torch_state_dict(path: PathLike) -> Dict[str, np.ndarray]:
             "dict of tensors), as written by torch.save(model.state_dict(), path)"
         )
     arrays: Dict[str, np.ndarray] = {}
+    copies: Dict[int, np.ndarray] = {}  # one copy per tensor, however many keys name it
+    total = 0
     for key, value in state.items():
         if type(key) is not str:
             raise WeightsFormatError(
@@ -513,7 +566,18 @@ def read_torch_state_dict(path: PathLike) -> Dict[str, np.ndarray]:
                 "expected a state_dict holding tensors only (save model.state_dict(), not a "
                 "dict with other objects)"
             )
-        arrays[key] = value.array
+        total += value.array.nbytes
+        if total > unpickler.budget.limit:
+            # A tensor under many keys costs as much as many tensors once a model is built.
+            raise WeightsFormatError(
+                f"{display!r}: its keys name {total} bytes of tensors or more, but the file "
+                f"holds {unpickler.budget.limit}; expected each key's tensor stored once "
+                "(clone tied weights before saving)"
+            )
+        copy = copies.get(id(value))
+        if copy is None:
+            copy = copies[id(value)] = np.array(value.array, order="C", copy=True)
+        arrays[key] = copy
     return arrays
 
 

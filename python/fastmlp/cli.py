@@ -10,10 +10,13 @@ weights or data it runs offline on fixed-seed random weights and images.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
+import signal
 import sys
 import textwrap
+import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -781,22 +784,80 @@ def _check_rows(X: np.ndarray, model: Any, path: Path) -> None:
         )
 
 
-def _same_file(first: Path, second: Path) -> bool:
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """The (device, inode) of the file ``path`` names, through symbolic links; None if absent."""
     try:
-        return os.path.samefile(first, second)
+        status = os.stat(path)
     except OSError:
-        return False
+        return None
+    return status.st_dev, status.st_ino
 
 
+def _refuse_overwriting_inputs(output: Path, inputs: dict[str, Path]) -> None:
+    """A usage error if OUT is one of the inputs (the model included), however it is spelled.
+
+    Compared by device and inode, so ``./x``, a symbolic link and a hard link to an input are
+    caught as well as the same name: writing OUT would otherwise replace that input.
+    """
+    written = _file_identity(output)
+    if written is None:
+        return
+    for role, path in inputs.items():
+        if _file_identity(path) == written:
+            same = "" if str(path) == str(output) else f" ({str(output)!r} is {str(path)!r})"
+            raise CommandError(
+                f"OUT and {role} are the same file{same}; writing OUT would destroy {role}: "
+                "give another OUT",
+                exit_code=2,
+            )
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived: unwinds like Ctrl-C, so that every ``finally`` removes its files."""
+
+
+_TERMINATED_EXIT_CODE = 128 + signal.SIGTERM  # what a shell reports for a process killed so
+
+
+def _cleans_up_on_sigterm(run: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
+    """Run a command with SIGTERM turned into an exception for its duration.
+
+    ``kill``, ``timeout`` and ``docker stop`` send SIGTERM, whose default action ends the
+    process at once and leaves a half-written temporary file behind. The previous handler is
+    restored afterwards, so that a program calling :func:`main` keeps its own.
+    """
+
+    @functools.wraps(run)
+    def wrapper(options: argparse.Namespace) -> int:
+        if threading.current_thread() is not threading.main_thread():
+            return run(options)  # signal handlers can only be set from the main thread
+
+        def terminate(signum: int, frame: Any) -> None:
+            raise _Terminated
+
+        previous = signal.signal(signal.SIGTERM, terminate)
+        try:
+            return run(options)
+        except _Terminated:
+            print(f"fastmlp {options.command}: terminated; OUT was not written", file=sys.stderr)
+            return _TERMINATED_EXIT_CODE
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+    return wrapper
+
+
+def _write_error(destination: Path, exc: OSError) -> CommandError:
+    return CommandError(f"cannot write {str(destination)!r}: {exc.strerror or exc}")
+
+
+@_cleans_up_on_sigterm
 def _run_predict(options: argparse.Namespace) -> int:
-    from ._io import temporary_beside
+    from ._io import create_beside, temporary_beside
     from ._mapped import release_pages, row_chunks, rows_per_chunk
 
     source, destination = options.input, options.output_file
-    if _same_file(source, destination):
-        raise CommandError(
-            f"IN and OUT are the same file ({str(source)!r}); give another OUT", exit_code=2
-        )
+    _refuse_overwriting_inputs(destination, {"IN": source, "the model": options.model})
     model = _load_model(options.model, options)
     if options.labels and model.out_activation_ == "identity":
         raise CommandError(
@@ -817,27 +878,38 @@ def _run_predict(options: argparse.Namespace) -> int:
     progress = _Progress(n_rows, sys.stderr, enabled)
     real_destination, temporary = temporary_beside(destination)
     try:
-        target = np.lib.format.open_memmap(temporary, mode="w+", dtype=dtype, shape=shape)
-        for rows in row_chunks(n_rows, chunk_rows):
-            chunk = X[rows]
-            if options.labels:
-                target[rows] = model.predict(chunk, threads=options.threads)
-            else:
-                model.predict_proba(chunk, threads=options.threads, out=target[rows])
-            # Neither the input's pages nor the written output's need to stay in memory.
-            release_pages(chunk)
-            release_pages(target[rows])
-            progress.update(rows.stop)
+        descriptor = create_beside(real_destination, temporary)
+    except OSError as exc:
+        raise _write_error(destination, exc) from exc
+    try:
+        # Ordinary writes, not a memory map of a sparse file: on a full disk a write through a
+        # map is a SIGBUS that kills the process, where write() returns an error to report.
+        with os.fdopen(descriptor, "wb") as file:
+            header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False}
+            np.lib.format.write_array_header_1_0(file, dict(header, shape=shape))
+            if not options.labels:
+                buffer = np.empty((min(chunk_rows, n_rows), model.n_outputs_), dtype=dtype)
+            for rows in row_chunks(n_rows, chunk_rows):
+                chunk = X[rows]
+                if options.labels:
+                    result = model.predict(chunk, threads=options.threads)
+                else:
+                    result = buffer[: rows.stop - rows.start]
+                    model.predict_proba(chunk, threads=options.threads, out=result)
+                file.write(memoryview(np.ascontiguousarray(result)).cast("B"))
+                # The input's pages need not stay in memory once read.
+                release_pages(chunk)
+                progress.update(rows.stop)
+            file.flush()
+            os.fsync(file.fileno())
         progress.close(n_rows)
-        target.flush()
-        del target
         os.replace(temporary, real_destination)
     except OSError as exc:
-        raise CommandError(f"cannot write {str(destination)!r}: {exc.strerror or exc}") from exc
+        raise _write_error(destination, exc) from exc
     finally:
         try:
             temporary.unlink()  # still there only if something failed (or was interrupted)
-        except OSError:  # already renamed into place; or, on Windows, still mapped
+        except OSError:  # already renamed into place
             pass
     print(
         f"wrote {destination}: {what} of shape {shape}, {dtype.name}, from {n_rows:,} rows of "
@@ -846,10 +918,12 @@ def _run_predict(options: argparse.Namespace) -> int:
     return 0
 
 
+@_cleans_up_on_sigterm
 def _run_convert(options: argparse.Namespace) -> int:
     from ._io import save
 
     source, destination = options.input, options.output_file
+    _refuse_overwriting_inputs(destination, {"IN": source})
     chosen = options.format
     if chosen is None:
         chosen = {".npz": "npz", ".safetensors": "safetensors"}.get(destination.suffix.lower())
@@ -863,6 +937,6 @@ def _run_convert(options: argparse.Namespace) -> int:
     try:
         save(model, destination, format=chosen)
     except OSError as exc:
-        raise CommandError(f"cannot write {str(destination)!r}: {exc.strerror or exc}") from exc
+        raise _write_error(destination, exc) from exc
     print(f"wrote {destination} ({chosen}): {_describe(model)}")
     return 0

@@ -13,6 +13,7 @@ import gzip
 import math
 import os
 import zlib
+from collections import Counter
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -235,6 +236,17 @@ def _load_keras_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     images_key, labels_key = f"x_{split}", f"y_{split}"
     try:
         with np.load(path, allow_pickle=False) as archive:
+            # np.load keeps the last of two members under one name: which images or labels
+            # were read would depend on member order.
+            counts = Counter(
+                name[:-4] if name.endswith(".npy") else name for name in archive.zip.namelist()
+            )
+            twice = sorted(key for key, count in counts.items() if count > 1)
+            if twice:
+                raise DataFormatError(
+                    f"{str(path)!r} holds two members for the array {twice[0]!r}; expected "
+                    "each array once"
+                )
             missing = {images_key, labels_key} - set(archive.files)
             if missing:
                 raise DataFormatError(
