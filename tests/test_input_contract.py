@@ -89,7 +89,7 @@ def test_filled_masked_arrays_work(model):
     )
 
 
-@pytest.mark.parametrize("scale", [1e300, -1e39, 1e-50])
+@pytest.mark.parametrize("scale", [1e300, -1e39, 1e-50, 1e-40, -1e-39])
 def test_input_scale_outside_float32_is_refused_naming_value_and_dtype(scale):
     layers = [(np.ones((2, 2), np.float32), np.zeros(2, np.float32), "softmax")]
     expected = rf"input_scale {re.escape(repr(scale))} becomes .* float32 model"
@@ -101,7 +101,7 @@ def test_input_scale_that_fits_the_dtype_is_kept():
     layers = [(np.ones((2, 2)), np.zeros(2), "softmax")]
     assert fastmlp.MLP(layers, input_scale=1e300).input_scale == 1e300  # float64 holds it
     small = [(np.ones((2, 2), np.float32), np.zeros(2, np.float32), "softmax")]
-    net = fastmlp.MLP(small, input_scale=1e-40)  # a float32 subnormal, not zero
+    net = fastmlp.MLP(small, input_scale=2e-38)  # just above float32's smallest normal
     assert np.isfinite(net.predict_proba(np.zeros((1, 2), np.float32))).all()
     assert fastmlp.MLP(small, input_scale=0.0).input_scale == 0.0
 

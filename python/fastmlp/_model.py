@@ -133,15 +133,17 @@ class MLP:
             if not math.isfinite(input_scale):
                 raise ValueError(f"input_scale must be finite, got {input_scale}")
             # The kernel multiplies in the model's dtype: 1e300 is finite as a float but
-            # infinite in float32, which would make every output NaN.
+            # infinite in float32, which would make every output NaN; a scale below the
+            # smallest normal number would be read as zero (the kernels read no subnormal).
+            finfo = np.finfo(self._dtype)
             with np.errstate(over="ignore", under="ignore"):
                 in_dtype = self._dtype.type(input_scale)
-            if not np.isfinite(in_dtype) or (in_dtype == 0) != (input_scale == 0):
+            if not np.isfinite(in_dtype) or (input_scale != 0 and abs(in_dtype) < finfo.tiny):
                 raise ValueError(
                     f"input_scale {input_scale!r} becomes {float(in_dtype)!r} in this "
-                    f"{self._dtype} model; expected a value {self._dtype} can hold (magnitude "
-                    f"at most {float(np.finfo(self._dtype).max):g} and not below "
-                    f"{float(np.nextafter(self._dtype.type(0), self._dtype.type(1))):g}, or 0)"
+                    f"{self._dtype} model; expected 0 or a value {self._dtype} holds as a "
+                    f"normal number (magnitude from {float(finfo.tiny):g} to "
+                    f"{float(finfo.max):g})"
                 )
         self._n_features = int(coefs[0].shape[0])
         self._n_outputs = int(coefs[-1].shape[1])
