@@ -156,7 +156,7 @@ def main() -> None:
         f"{ROUNDS} interleaved rounds, fastest round's mean per call"
     )
     print()
-    print("| what | rows | peer | peer | fastmlp | peer / fastmlp |")
+    print("| what | rows | peer | peer time | fastmlp | peer / fastmlp |")
     print("|---|---|---|---|---|---|")
     for what, n, peer, peer_time, fast_time in rows:
         print(
