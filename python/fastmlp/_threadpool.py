@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import importlib.abc
 import os
 import sys
 from typing import Any, Optional, Sequence
@@ -97,8 +96,12 @@ def _registered(threadpoolctl: Any) -> Sequence[Any]:
     return getattr(threadpoolctl, "_ALL_CONTROLLERS", ())
 
 
-class _RegisterOnImport(importlib.abc.MetaPathFinder):
-    """Registers the controller right after ``import threadpoolctl`` runs, then goes away."""
+class _RegisterOnImport:
+    """Registers the controller right after ``import threadpoolctl`` runs, then goes away.
+
+    A plain class: the import system needs only ``find_spec``, and importing
+    ``importlib.abc`` for its base class cost more than everything else here.
+    """
 
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
         if fullname != "threadpoolctl":
@@ -117,7 +120,9 @@ class _RegisterOnImport(importlib.abc.MetaPathFinder):
         return spec
 
 
-class _RegisteringLoader(importlib.abc.Loader):
+class _RegisteringLoader:
+    """Runs threadpoolctl's own loader, then registers fastmlp's controller."""
+
     def __init__(self, loader: Any, finder: _RegisterOnImport) -> None:
         self._loader = loader
         self._finder = finder
