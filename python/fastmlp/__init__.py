@@ -58,7 +58,7 @@ def set_num_threads(threads: int) -> None:
     ----------
     threads : int
         The new default; 0 restores the initial one (``FASTMLP_NUM_THREADS`` when set, else
-        ``OMP_NUM_THREADS``, else the cores available to the process). Counts above the
+        ``OMP_NUM_THREADS`` at import, else the cores available to the process). Counts above the
         available cores are capped: concurrent callers share one pool of workers rather than
         oversubscribing the machine.
         A call's ``threads=`` argument overrides the default.
@@ -75,7 +75,7 @@ def set_num_threads(threads: int) -> None:
     count = operator.index(threads)
     if count < 0:
         raise ValueError(f"threads must be >= 0, got {count}")
-    _core.set_num_threads(min(count, MAX_THREADS) or _threadpool.environment_threads())
+    _core.set_num_threads(min(count, MAX_THREADS) or _threadpool.initial_threads())
 
 
 def get_num_threads() -> int:

@@ -17,7 +17,7 @@ from typing import Any, Optional, Sequence
 
 from . import _core
 
-__all__ = ["environment_threads", "install"]
+__all__ = ["environment_threads", "initial_threads", "install"]
 
 _USER_API = "fastmlp"
 
@@ -149,11 +149,23 @@ def _remove(finder: Any) -> None:
         pass
 
 
+# What OMP_NUM_THREADS asked for when fastmlp was imported. Read once, as the core reads
+# FASTMLP_NUM_THREADS once: libraries imported later (Dask's distributed, for one) set
+# OMP_NUM_THREADS in os.environ for the processes they start, not for this one.
+_initial_threads = 0
+
+
+def initial_threads() -> int:
+    """The default ``OMP_NUM_THREADS`` set at import, or 0 (the core's own default)."""
+    return _initial_threads
+
+
 def install() -> None:
     """Applies ``OMP_NUM_THREADS`` and arranges the threadpoolctl registration (at import)."""
-    threads = environment_threads()
-    if threads:
-        _core.set_num_threads(threads)
+    global _initial_threads
+    _initial_threads = environment_threads()
+    if _initial_threads:
+        _core.set_num_threads(_initial_threads)
     module = sys.modules.get("threadpoolctl")
     if module is not None:
         try:
