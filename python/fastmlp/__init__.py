@@ -58,8 +58,9 @@ def set_num_threads(threads: int) -> None:
     ----------
     threads : int
         The new default; 0 restores the initial one (``FASTMLP_NUM_THREADS`` when set, else
-        the cores available to the process). Counts above the available cores are capped:
-        concurrent callers share one pool of workers rather than oversubscribing the machine.
+        ``OMP_NUM_THREADS`` at import, else the cores available to the process). Counts above the
+        available cores are capped: concurrent callers share one pool of workers rather than
+        oversubscribing the machine.
         A call's ``threads=`` argument overrides the default.
 
     Raises
@@ -74,7 +75,7 @@ def set_num_threads(threads: int) -> None:
     count = operator.index(threads)
     if count < 0:
         raise ValueError(f"threads must be >= 0, got {count}")
-    _core.set_num_threads(min(count, MAX_THREADS))
+    _core.set_num_threads(min(count, MAX_THREADS) or _threadpool.initial_threads())
 
 
 def get_num_threads() -> int:
@@ -91,3 +92,9 @@ def get_num_threads() -> int:
 def cpu_level() -> str:
     """The instruction set new work runs at: ``"avx512"``, ``"avx2"`` or ``"portable"``."""
     return _core.cpu_level()
+
+
+# threadpoolctl registration (when threadpoolctl is imported) and OMP_NUM_THREADS.
+from . import _threadpool  # noqa: E402
+
+_threadpool.install()

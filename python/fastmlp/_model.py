@@ -569,14 +569,15 @@ class MLP:
         refuse_masked(y, "y")
         predicted = np.asarray(self.predict(X, batch_size, threads=threads))
         y = np.asarray(y)
+        regressor = self.out_activation_ == "identity"
+        if regressor and predicted.ndim == 2 and predicted.shape[1] == 1 and y.ndim == 1:
+            predicted = predicted[:, 0]  # one target given as (N,), as scikit-learn takes it
         if y.shape != predicted.shape:
             raise ValueError(
                 f"y has shape {y.shape}; expected {predicted.shape}, one label per row of X"
             )
-        if self.out_activation_ == "identity":
-            residual = float(np.sum((y - predicted) ** 2))
-            total = float(np.sum((y - y.mean(axis=0)) ** 2))
-            return 1.0 - residual / total if total > 0 else float("nan")
+        if regressor:
+            return _r2_score(y, predicted)
         if y.size == 0:
             raise ValueError("score needs at least one row")
         return float(np.mean(predicted == y))
@@ -600,6 +601,21 @@ class MLP:
         from ._onnx import write_onnx
 
         return write_onnx(self, path)
+
+
+def _r2_score(y: np.ndarray, predicted: np.ndarray) -> float:
+    """R² as scikit-learn's ``r2_score`` defines it: the mean over outputs of each one's R²;
+    a constant target scores 1.0 when predicted exactly, else 0.0; NaN under two rows."""
+    y = y.reshape(y.shape[0], -1).astype(np.float64)
+    predicted = predicted.reshape(y.shape).astype(np.float64)
+    if y.shape[0] < 2:
+        return float("nan")
+    residual = np.sum((y - predicted) ** 2, axis=0)
+    total = np.sum((y - y.mean(axis=0)) ** 2, axis=0)
+    constant = total == 0
+    scores = np.where(constant, (residual == 0).astype(np.float64), 0.0)
+    scores[~constant] = 1.0 - residual[~constant] / total[~constant]
+    return float(scores.mean())
 
 
 def _rebuild(layers: "list[Layer]", input_scale: Optional[float], dtype: str) -> MLP:
