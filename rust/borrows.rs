@@ -34,7 +34,9 @@ pub static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
 /// The registry, locked (a panic while it was held cannot leave it inconsistent: every
 /// change is one push or one retain).
 pub fn lock() -> MutexGuard<'static, Registry> {
-    REGISTRY.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    REGISTRY
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Registry {
@@ -89,7 +91,11 @@ fn byte_range<T: Element, D>(array: &Bound<'_, PyArray<T, D>>) -> Range<usize> {
 }
 
 /// `array`'s elements for reading while the returned borrow lives.
-pub fn read<'a, T: Element, D: ndarray::Dimension>(
+///
+/// # Safety
+/// The slice must not be used after the returned `Borrow` is dropped (its lifetime is tied to
+/// `array`, not to the borrow).
+pub unsafe fn read<'a, T: Element, D: ndarray::Dimension>(
     array: &'a Bound<'_, PyArray<T, D>>,
 ) -> Result<(Borrow, &'a [T]), Refusal> {
     if !array.is_c_contiguous() {
@@ -97,21 +103,29 @@ pub fn read<'a, T: Element, D: ndarray::Dimension>(
     }
     let borrow = register(byte_range(array), false).ok_or(Refusal::InUse)?;
     // SAFETY: the array is C-contiguous (checked), so its `len()` elements lie at `data()`; no
-    // fastmlp call writes them while `borrow` lives (the registry refused any that would), and
-    // the GIL-holding Python code that could is documented as the caller's responsibility,
-    // as for any NumPy extension.
+    // fastmlp call writes them while `borrow` lives (the registry refused any that would, and
+    // the caller keeps `borrow` for as long as it uses the slice). Python code on this thread
+    // (a signal handler between slices of a long call) or native code of other libraries could
+    // still write them, as under any NumPy extension; the README says so.
     let slice = unsafe { array.as_slice() }.map_err(|_| Refusal::NotContiguous)?;
     Ok((borrow, slice))
 }
 
 /// `array`'s elements for writing while the returned borrow lives.
-pub fn write<'a, T: Element, D: ndarray::Dimension>(
+///
+/// # Safety
+/// As for `read`: the slice must not be used after the returned `Borrow` is dropped.
+// The registry, not the borrow checker, makes the slice the only one (as rust-numpy's own
+// `as_slice_mut(&self)`), which is why this is an `unsafe fn`.
+#[allow(clippy::mut_from_ref)]
+pub unsafe fn write<'a, T: Element, D: ndarray::Dimension>(
     array: &'a Bound<'_, PyArray<T, D>>,
 ) -> Result<(Borrow, &'a mut [T]), Refusal> {
     if !array.is_c_contiguous() {
         return Err(Refusal::NotContiguous);
     }
-    // SAFETY: `as_array_ptr` points at the live array object `array` holds a reference to.
+    // SAFETY: `as_array_ptr` points at the live array object `array` holds a reference to, and
+    // the thread is attached to the interpreter (`array` is a `Bound`).
     let flags = unsafe { (*array.as_array_ptr()).fields.flags };
     if flags & NPY_ARRAY_WRITEABLE == 0 {
         return Err(Refusal::ReadOnly);

@@ -31,3 +31,9 @@ pub fn run_detached<T: Send>(py: Python<'_>, work: impl FnOnce() -> T + Send) ->
 pub fn no_other_call_running(_py: Python<'_>) -> bool {
     !cfg!(Py_GIL_DISABLED) && DETACHED_CALLS.load(Ordering::Acquire) == 0
 }
+
+/// In a forked child: no detached call is running there (the forking thread is not inside
+/// one, and the others do not exist), whatever the parent's count said.
+pub fn reset_after_fork() {
+    DETACHED_CALLS.store(0, Ordering::Release);
+}

@@ -39,12 +39,13 @@ impl std::error::Error for FastmlpError {}
 
 impl From<FastmlpError> for PyErr {
     fn from(err: FastmlpError) -> PyErr {
-        let message = err.to_string();
         match err {
             FastmlpError::Interrupted(error) => error,
-            FastmlpError::Shape(_) | FastmlpError::Value(_) => PyValueError::new_err(message),
-            FastmlpError::DType(_) => PyTypeError::new_err(message),
-            FastmlpError::Internal(_) => PyRuntimeError::new_err(message),
+            FastmlpError::Shape(_) | FastmlpError::Value(_) => {
+                PyValueError::new_err(err.to_string())
+            }
+            FastmlpError::DType(_) => PyTypeError::new_err(err.to_string()),
+            FastmlpError::Internal(_) => PyRuntimeError::new_err(err.to_string()),
         }
     }
 }

@@ -37,6 +37,7 @@ extern "C" fn child() {
             registry.clear();
             threads::forget_inherited_pool(&mut pool);
         }
+        crate::detached::reset_after_fork();
     });
 }
 

@@ -87,12 +87,21 @@ fn contiguous_floats<'a, 'py, E: numpy::Element + kernels::simd::Element>(
 }
 
 /// A writable, C-contiguous float array of element type `E`, borrowed for writing.
-fn writable_floats<'a, E: numpy::Element + kernels::simd::Element>(
+///
+/// # Safety
+/// The slice must not be used after the returned `Borrow` is dropped (`borrows::write`).
+// The registry, not the borrow checker, makes the slice the only one (as rust-numpy's own
+// `as_slice_mut(&self)`), which is why this is an `unsafe fn`.
+#[allow(clippy::mut_from_ref)]
+unsafe fn writable_floats<'a, E: numpy::Element + kernels::simd::Element>(
     out: &'a Bound<'_, PyAny>,
     what: &str,
 ) -> Result<(borrows::Borrow, &'a mut [E]), FastmlpError> {
-    borrows::write(contiguous_floats::<E>(out, what)?).map_err(|refusal| match refusal {
-        borrows::Refusal::NotContiguous => FastmlpError::Value(format!("{what} must be C-contiguous")),
+    // SAFETY: the caller keeps the borrow for as long as it uses the slice.
+    unsafe { borrows::write(contiguous_floats::<E>(out, what)?) }.map_err(|refusal| match refusal {
+        borrows::Refusal::NotContiguous => {
+            FastmlpError::Value(format!("{what} must be C-contiguous"))
+        }
         borrows::Refusal::ReadOnly | borrows::Refusal::InUse => FastmlpError::Value(format!(
             "{what} must be writeable and must not overlap another argument"
         )),
@@ -100,12 +109,18 @@ fn writable_floats<'a, E: numpy::Element + kernels::simd::Element>(
 }
 
 /// A C-contiguous float array of element type `E`, borrowed for reading.
-fn readable_floats<'a, E: numpy::Element + kernels::simd::Element>(
+///
+/// # Safety
+/// The slice must not be used after the returned `Borrow` is dropped (`borrows::read`).
+unsafe fn readable_floats<'a, E: numpy::Element + kernels::simd::Element>(
     x: &'a Bound<'_, PyAny>,
     what: &str,
 ) -> Result<(borrows::Borrow, &'a [E]), FastmlpError> {
-    borrows::read(contiguous_floats::<E>(x, what)?).map_err(|refusal| match refusal {
-        borrows::Refusal::NotContiguous => FastmlpError::Value(format!("{what} must be C-contiguous")),
+    // SAFETY: the caller keeps the borrow for as long as it uses the slice.
+    unsafe { borrows::read(contiguous_floats::<E>(x, what)?) }.map_err(|refusal| match refusal {
+        borrows::Refusal::NotContiguous => {
+            FastmlpError::Value(format!("{what} must be C-contiguous"))
+        }
         borrows::Refusal::ReadOnly | borrows::Refusal::InUse => {
             FastmlpError::Value(format!("{what} is being written elsewhere"))
         }
@@ -128,9 +143,13 @@ fn elementwise_typed<E: DispatchElement + numpy::Element>(
     out: &Bound<'_, PyAny>,
     threads: usize,
 ) -> Result<(), FastmlpError> {
-    let (_out_borrow, dst) = writable_floats::<E>(out, "out")?;
-    let input = x.map(|x| readable_floats::<E>(x, "x")).transpose()?;
-    let src = match input {
+    // SAFETY: both borrows are held in this frame until the kernel has returned.
+    let (_out_borrow, dst) = unsafe { writable_floats::<E>(out, "out")? };
+    // SAFETY: as above.
+    let input = x
+        .map(|x| unsafe { readable_floats::<E>(x, "x") })
+        .transpose()?;
+    let src = match &input {
         Some((_, src)) => {
             if src.len() != dst.len() {
                 return Err(FastmlpError::Shape(format!(
@@ -187,8 +206,12 @@ fn softmax_typed<E: DispatchElement + numpy::Element>(
     log: bool,
     threads: usize,
 ) -> Result<(), FastmlpError> {
-    let (_out_borrow, dst) = writable_floats::<E>(out, "out")?;
-    let input = x.map(|x| readable_floats::<E>(x, "x")).transpose()?;
+    // SAFETY: both borrows are held in this frame until the kernel has returned.
+    let (_out_borrow, dst) = unsafe { writable_floats::<E>(out, "out")? };
+    // SAFETY: as above.
+    let input = x
+        .map(|x| unsafe { readable_floats::<E>(x, "x") })
+        .transpose()?;
     let expected = outer
         .checked_mul(len)
         .and_then(|n| n.checked_mul(inner))
@@ -267,28 +290,41 @@ fn pack_model<E: DispatchElement + numpy::Element>(
     let mut layers = Vec::with_capacity(weights.len());
     let mut previous_outputs: Option<usize> = None;
     for (index, ((w, b), &activation)) in weights.iter().zip(biases).zip(activations).enumerate() {
-        let w = w
-            .cast::<PyArray2<E>>()
-            .map_err(|_| {
-                FastmlpError::DType(format!(
-                    "layer {index}: W must be a 2-D {} array, got {}",
-                    <E as kernels::simd::Element>::NAME,
-                    dtype_name(w)
-                ))
-            })?
-            // A copy, read once: the weights are packed into a copy anyway.
-            .to_owned_array();
-        let b = b
-            .cast::<PyArray1<E>>()
-            .map_err(|_| {
-                FastmlpError::DType(format!(
-                    "layer {index}: b must be a 1-D {} array, got {}",
-                    <E as kernels::simd::Element>::NAME,
-                    dtype_name(b)
-                ))
-            })?
-            .to_owned_array()
-            .to_vec();
+        let w = w.cast::<PyArray2<E>>().map_err(|_| {
+            FastmlpError::DType(format!(
+                "layer {index}: W must be a 2-D {} array, got {}",
+                <E as kernels::simd::Element>::NAME,
+                dtype_name(w)
+            ))
+        })?;
+        let b = b.cast::<PyArray1<E>>().map_err(|_| {
+            FastmlpError::DType(format!(
+                "layer {index}: b must be a 1-D {} array, got {}",
+                <E as kernels::simd::Element>::NAME,
+                dtype_name(b)
+            ))
+        })?;
+        // Copied while registered as read, so no other fastmlp call writes them meanwhile.
+        let being_written = |what: &'static str| {
+            move |refusal| match refusal {
+                borrows::Refusal::NotContiguous => {
+                    FastmlpError::Value(format!("layer {index}: {what} must be C-contiguous"))
+                }
+                borrows::Refusal::ReadOnly | borrows::Refusal::InUse => {
+                    FastmlpError::Value(format!("layer {index}: {what} is being written"))
+                }
+            }
+        };
+        // SAFETY: the slice is copied before its borrow is dropped at the end of the statement.
+        let w_values = unsafe { borrows::read(w) }
+            .map(|(_borrow, values)| values.to_vec())
+            .map_err(being_written("W"))?;
+        let w = ndarray::Array2::from_shape_vec(w.dims(), w_values)
+            .map_err(|_| FastmlpError::Internal("W's shape does not match its length".into()))?;
+        // SAFETY: as for W.
+        let b = unsafe { borrows::read(b) }
+            .map(|(_borrow, values)| values.to_vec())
+            .map_err(being_written("b"))?;
         let w = w.view();
         let (inputs, outputs) = w.dim();
         if inputs == 0 || outputs == 0 {
@@ -317,7 +353,9 @@ fn pack_model<E: DispatchElement + numpy::Element>(
             "a model needs at least one layer".into(),
         ));
     }
-    Ok(PackedModel::new(layers, E::from_f64(input_scale), level))
+    // A subnormal scale would be read in every multiply (the Python layer refuses one).
+    let input_scale = E::from_f64_flushed(input_scale);
+    Ok(PackedModel::new(layers, input_scale, level))
 }
 
 /// The widest column tile of `level` for element type `E`.
@@ -448,14 +486,16 @@ fn forward_typed<'py, E: DispatchElement + numpy::Element>(
             let labels = out.cast::<PyArray1<i64>>().map_err(|_| {
                 FastmlpError::DType(format!("out must be int64, got {}", dtype_name(out)))
             })?;
-            let (borrow, slice) = borrows::write(labels).map_err(|refusal| match refusal {
-                borrows::Refusal::NotContiguous => {
-                    FastmlpError::Value("out must be C-contiguous".into())
-                }
-                borrows::Refusal::ReadOnly | borrows::Refusal::InUse => {
-                    FastmlpError::Value("out must be writeable".into())
-                }
-            })?;
+            // SAFETY: the borrow is kept in `_out_borrow` until this function returns.
+            let (borrow, slice) =
+                unsafe { borrows::write(labels) }.map_err(|refusal| match refusal {
+                    borrows::Refusal::NotContiguous => {
+                        FastmlpError::Value("out must be C-contiguous".into())
+                    }
+                    borrows::Refusal::ReadOnly | borrows::Refusal::InUse => FastmlpError::Value(
+                        "out must be writeable and must not overlap another argument".into(),
+                    ),
+                })?;
             _out_borrow = Some(borrow);
             if slice.len() != rows {
                 return Err(FastmlpError::Shape(format!(
@@ -466,7 +506,8 @@ fn forward_typed<'py, E: DispatchElement + numpy::Element>(
             Sink::Labels(slice)
         }
         Target::Values(out) => {
-            let (borrow, slice) = writable_floats::<E>(out, "out")?;
+            // SAFETY: the borrow is kept in `_out_borrow` until this function returns.
+            let (borrow, slice) = unsafe { writable_floats::<E>(out, "out")? };
             _out_borrow = Some(borrow);
             if Some(slice.len()) != rows.checked_mul(outputs) {
                 return Err(FastmlpError::Shape(format!(
@@ -525,14 +566,18 @@ fn forward_typed<'py, E: DispatchElement + numpy::Element>(
                 unsafe { $array.as_slice() }
                     .map_err(|_| FastmlpError::Value("X must be C-contiguous".into()))?
             } else {
-                let (borrow, x) = borrows::read($array).map_err(|refusal| match refusal {
-                    borrows::Refusal::NotContiguous => {
-                        FastmlpError::Value("X must be C-contiguous".into())
-                    }
-                    borrows::Refusal::ReadOnly | borrows::Refusal::InUse => FastmlpError::Value(
-                        "X is being written elsewhere or overlaps out".into(),
-                    ),
-                })?;
+                let (borrow, x) =
+                    // SAFETY: the borrow is kept in `_x_borrow` until the pass has returned.
+                    unsafe { borrows::read($array) }.map_err(|refusal| match refusal {
+                        borrows::Refusal::NotContiguous => {
+                            FastmlpError::Value("X must be C-contiguous".into())
+                        }
+                        borrows::Refusal::ReadOnly | borrows::Refusal::InUse => {
+                            FastmlpError::Value(
+                                "X is being written elsewhere or overlaps out".into(),
+                            )
+                        }
+                    })?;
                 _x_borrow = borrow;
                 x
             };

@@ -7,7 +7,6 @@ way, and bounds how long the child takes to stop.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys

@@ -72,12 +72,10 @@ def test_the_flags_see_a_subnormal_made_or_read_by_numpy_on_this_thread():
 
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("function", ["sigmoid", "tanh"])
-def test_elementwise_kernels_on_saturating_inputs_raise_no_subnormal_flag(
-    level, dtype, function
-):
+def test_elementwise_kernels_on_saturating_inputs_raise_no_subnormal_flag(level, dtype, function):
     for values in (saturating(dtype), moderate(dtype)):
         out = np.empty_like(values)
-        flags = subnormal_flags(lambda: _core.elementwise(function, values, out, 1))
+        flags = subnormal_flags(lambda v=values, o=out: _core.elementwise(function, v, o, 1))
         assert flags == 0, f"{function} at {level}: {describe(flags)}"
 
 
@@ -99,7 +97,7 @@ def test_softmax_over_spreads_of_hundreds_raises_no_subnormal_flag(level, dtype,
     ]
     for values in spreads + [rng.uniform(-5, 5, size=(64, 100))]:
         values = values.astype(dtype)
-        flags = subnormal_flags(lambda: kernel(values, axis=axis, threads=1))
+        flags = subnormal_flags(lambda v=values: kernel(v, axis=axis, threads=1))
         assert flags == 0, f"{function} at {level} on {values.shape}: {describe(flags)}"
 
 
@@ -123,7 +121,7 @@ def raw_pixels(rng, rows: int = 300) -> np.ndarray:
 def check_network(model, pixels, level, what):
     for x in (pixels, pixels.astype(np.float32), pixels.astype(np.float64)):
         for rows in (x, x[0], x[:1]):
-            flags = subnormal_flags(lambda: model.predict_proba(rows, threads=1))
+            flags = subnormal_flags(lambda r=rows: model.predict_proba(r, threads=1))
             assert flags == 0, f"{what} at {level}, {rows.dtype} {rows.shape}: {describe(flags)}"
 
 

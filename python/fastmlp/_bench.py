@@ -427,8 +427,7 @@ def format_values_table(rows: "list[dict]", threads: int) -> str:
             )
     lines += [
         "",
-        "Network 784-50-100-10 (sigmoid, sigmoid, softmax): raw 0..255 pixels against "
-        "pixels / 255",
+        "Network 784-50-100-10 (sigmoid, sigmoid, softmax): raw 0..255 pixels against pixels / 255",
         f"{'case':<32} {'engine':<12} {'time':>11}  {'x scaled':>8}  {'x ORT':>6}",
     ]
     for row in rows:

@@ -65,6 +65,10 @@ pub trait ExpConstants: Element {
     /// sqrt(MIN_NORMAL): the product of two numbers at least this large is normal, and next to
     /// 1 a value below it is far below the last bit (2^-63 against float32's 2^-24).
     const NEGLIGIBLE: Self;
+    /// Below this `|r|`, every Horner step of the polynomial rounds to its constant, so the
+    /// polynomial is evaluated at 0 instead: at the portable level, which multiplies and adds
+    /// separately, `h * r` for a tiny normal `r` would otherwise underflow.
+    const POLYNOMIAL_FLOOR: Self;
     const LOG2_E: Self;
     /// ln 2 split so that `n * LN2_HI` is exact for every `n` the clamp allows.
     const LN2_HI: Self;
@@ -77,6 +81,7 @@ pub trait ExpConstants: Element {
 impl ExpConstants for f32 {
     const EXP_LOWEST: f32 = -87.3365;
     const NEGLIGIBLE: f32 = f32::from_bits((127 - 63) << 23); // 2^-63
+    const POLYNOMIAL_FLOOR: f32 = f32::from_bits((127 - 40) << 23); // 2^-40
     const LOG2_E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
@@ -95,6 +100,7 @@ impl ExpConstants for f32 {
 impl ExpConstants for f64 {
     const EXP_LOWEST: f64 = -708.3964;
     const NEGLIGIBLE: f64 = f64::from_bits((1023 - 511) << 52); // 2^-511
+    const POLYNOMIAL_FLOOR: f64 = f64::from_bits((1023 - 60) << 52); // 2^-60
     const LOG2_E: f64 = std::f64::consts::LOG2_E;
     const LN2_HI: f64 = 6.931_471_803_691_238e-1;
     const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
@@ -128,11 +134,13 @@ where
     let n = s.round(s.mul(x, s.splat(S::Elem::LOG2_E)));
     let r = s.mul_add(n, s.splat(S::Elem::ZERO - S::Elem::LN2_HI), x);
     let r = s.mul_add(n, s.splat(S::Elem::ZERO - S::Elem::LN2_LO), r);
-    // Horner over the Taylor coefficients except the constant term.
+    // Horner over the Taylor coefficients except the constant term; the caller multiplies
+    // `h` by the real `r`.
     let coefficients = S::Elem::TAYLOR;
+    let r_polynomial = s.flush_below(r, s.splat(S::Elem::POLYNOMIAL_FLOOR));
     let mut h = s.splat(coefficients[0]);
     for &c in &coefficients[1..coefficients.len() - 1] {
-        h = s.mul_add(h, r, s.splat(c));
+        h = s.mul_add(h, r_polynomial, s.splat(c));
     }
     (n, h, r)
 }

@@ -159,7 +159,11 @@ pub fn pack_input_chunk<S: Simd, X: InputElement>(
                     let v = unsafe {
                         X::load_vector(s, src.as_ptr().add((first_row + $i) * features + k0))
                     };
-                    let v = if X::HAS_SUBNORMALS { s.flush_below(v, min_normal) } else { v };
+                    let v = if X::HAS_SUBNORMALS {
+                        s.flush_below(v, min_normal)
+                    } else {
+                        v
+                    };
                     s.flush_below(s.mul(v, scale_v), min_normal)
                 }};
             }
@@ -213,7 +217,11 @@ pub fn pack_input_row<S: Simd, X: InputElement>(
         // SAFETY: first + lanes <= full <= src.len() <= dst.len().
         unsafe {
             let v = X::load_vector(s, src.as_ptr().add(first));
-            let v = if X::HAS_SUBNORMALS { s.flush_below(v, min_normal) } else { v };
+            let v = if X::HAS_SUBNORMALS {
+                s.flush_below(v, min_normal)
+            } else {
+                v
+            };
             let v = s.flush_below(s.mul(v, scale_v), min_normal);
             s.store(dst.as_mut_ptr().add(first), v);
             nonzero += s.nonzero_mask(v).count_ones() as usize;

@@ -35,6 +35,9 @@ pub trait Element:
     /// Zero of the same sign for a subnormal, else `self`: decided on the bits, so no
     /// floating-point operation reads the subnormal (see `Simd::flush_below`).
     fn flush_subnormal(self) -> Self;
+    /// `x` converted, zero of its sign where the result would be subnormal (decided on `x`'s
+    /// bits before the conversion, which would otherwise underflow).
+    fn from_f64_flushed(x: f64) -> Self;
     /// This thread's scratch buffer, at least `len` long (contents are stale: callers write
     /// before they read). Give it back with `return_scratch` so the next call reuses it: a single
     /// row's forward pass would otherwise spend a third of its time in the allocator. (No
@@ -117,6 +120,19 @@ impl Element for f32 {
     fn flush_subnormal(self) -> Self {
         flush_subnormal_bits!(f32, u32, self)
     }
+    #[inline(always)]
+    fn from_f64_flushed(x: f64) -> Self {
+        const SIGN: u64 = 1 << 63;
+        if x.to_bits() & !SIGN < (f32::MIN_POSITIVE as f64).to_bits() {
+            if x.to_bits() & SIGN == 0 {
+                0.0
+            } else {
+                -0.0
+            }
+        } else {
+            x as f32
+        }
+    }
     fn take_scratch(len: usize) -> Vec<Self> {
         take_thread_scratch(&SCRATCH_F32, len)
     }
@@ -151,6 +167,10 @@ impl Element for f64 {
     fn flush_subnormal(self) -> Self {
         flush_subnormal_bits!(f64, u64, self)
     }
+    #[inline(always)]
+    fn from_f64_flushed(x: f64) -> Self {
+        x.flush_subnormal()
+    }
     fn take_scratch(len: usize) -> Vec<Self> {
         take_thread_scratch(&SCRATCH_F64, len)
     }
@@ -170,16 +190,6 @@ pub trait InputElement: Copy + Send + Sync + 'static {
     /// # Safety
     /// `p` must be valid for reading `S::LANES` values.
     unsafe fn load_vector<S: Simd>(s: S, p: *const Self) -> S::V;
-    /// `values` as `E`s, without a copy, when `Self` is `E`.
-    #[inline(always)]
-    fn as_elements<E: Element>(values: &[Self]) -> Option<&[E]> {
-        if std::any::TypeId::of::<Self>() == std::any::TypeId::of::<E>() {
-            // SAFETY: `Self` and `E` are the same type, so this is the same slice, retyped.
-            Some(unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<E>(), values.len()) })
-        } else {
-            None
-        }
-    }
 }
 
 impl InputElement for u8 {
@@ -204,7 +214,7 @@ impl InputElement for f32 {
     }
     #[inline(always)]
     fn to_element<E: Element>(self) -> E {
-        E::from_f64(self.flush_subnormal() as f64)
+        E::from_f64_flushed(self.flush_subnormal() as f64)
     }
 }
 
@@ -217,8 +227,8 @@ impl InputElement for f64 {
     }
     #[inline(always)]
     fn to_element<E: Element>(self) -> E {
-        // A normal f64 below f32's normal range rounds to a float32 subnormal: flushed too.
-        E::from_f64(self.flush_subnormal()).flush_subnormal()
+        // A normal f64 below f32's normal range would round to a float32 subnormal.
+        E::from_f64_flushed(self)
     }
 }
 
@@ -251,8 +261,8 @@ pub trait Simd: Copy + Send + Sync + 'static {
     fn abs(self, a: Self::V) -> Self::V;
     /// Round to nearest, ties to even.
     fn round(self, a: Self::V) -> Self::V;
-    /// `a * 2^n` for integral `n` in the exponent range of `exp`'s reduction, reaching
-    /// subnormals and zero without overflow on the way.
+    /// `a * 2^n` for integral `n` in the exponent range of `exp`'s reduction, without
+    /// overflow on the way (`exp` clamps so that the result is never subnormal).
     fn ldexp(self, a: Self::V, n: Self::V) -> Self::V;
     /// `mask >= 0 ? a : b` lane-wise (a NaN mask selects `b`).
     fn select_nonneg(self, mask: Self::V, a: Self::V, b: Self::V) -> Self::V;
@@ -520,13 +530,13 @@ macro_rules! impl_portable {
             unsafe fn load_f32(self, p: *const f32) -> Self::V {
                 // SAFETY: the caller guarantees `p` is readable for LANES values.
                 let values: [f32; PORTABLE_LANES] = unsafe { std::ptr::read_unaligned(p as *const _) };
-                values.map(|v| v as $e)
+                values.map(|v| <$e>::from_f64_flushed(v.flush_subnormal() as f64))
             }
             #[inline(always)]
             unsafe fn load_f64(self, p: *const f64) -> Self::V {
                 // SAFETY: the caller guarantees `p` is readable for LANES values.
                 let values: [f64; PORTABLE_LANES] = unsafe { std::ptr::read_unaligned(p as *const _) };
-                values.map(|v| v as $e)
+                values.map(<$e>::from_f64_flushed)
             }
         }
     };
@@ -574,6 +584,83 @@ mod x86 {
                 && is_x86_feature_detected!("fma")
                 && is_x86_feature_detected!("popcnt"))
             .then_some(Avx512(PhantomData))
+        }
+    }
+
+    // A row of the other float type is flushed in its own bits before it is converted: the
+    // conversion instruction would read a float32 subnormal (a normal float64), or make one
+    // from a float64 below float32's range, so that the vector path rounds as `to_element`.
+
+    /// Float32 lanes below the smallest normal float32, zero of their sign.
+    ///
+    /// # Safety
+    /// SSE2 only (part of x86-64).
+    #[inline(always)]
+    unsafe fn flush_f32x4(v: __m128) -> __m128 {
+        // SAFETY: SSE2 is part of every x86-64 CPU.
+        unsafe {
+            let magnitude = _mm_set1_epi32(i32::MAX);
+            let bits = _mm_castps_si128(v);
+            let tiny = _mm_cmpgt_epi32(
+                _mm_set1_epi32(f32::MIN_POSITIVE.to_bits() as i32),
+                _mm_and_si128(bits, magnitude),
+            );
+            _mm_castsi128_ps(_mm_andnot_si128(_mm_and_si128(tiny, magnitude), bits))
+        }
+    }
+
+    /// As `flush_f32x4`, for eight lanes.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[inline(always)]
+    unsafe fn flush_f32x8(v: __m256) -> __m256 {
+        // SAFETY: the caller guarantees AVX2.
+        unsafe {
+            let magnitude = _mm256_set1_epi32(i32::MAX);
+            let bits = _mm256_castps_si256(v);
+            let tiny = _mm256_cmpgt_epi32(
+                _mm256_set1_epi32(f32::MIN_POSITIVE.to_bits() as i32),
+                _mm256_and_si256(bits, magnitude),
+            );
+            _mm256_castsi256_ps(_mm256_andnot_si256(_mm256_and_si256(tiny, magnitude), bits))
+        }
+    }
+
+    /// Float64 lanes below the smallest normal float32 (2^-126), zero of their sign.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[inline(always)]
+    unsafe fn flush_f64x4_below_f32_normal(v: __m256d) -> __m256d {
+        // SAFETY: the caller guarantees AVX2.
+        unsafe {
+            let magnitude = _mm256_set1_epi64x(i64::MAX);
+            let bits = _mm256_castpd_si256(v);
+            let tiny = _mm256_cmpgt_epi64(
+                _mm256_set1_epi64x((f32::MIN_POSITIVE as f64).to_bits() as i64),
+                _mm256_and_si256(bits, magnitude),
+            );
+            _mm256_castsi256_pd(_mm256_andnot_si256(_mm256_and_si256(tiny, magnitude), bits))
+        }
+    }
+
+    /// As `flush_f64x4_below_f32_normal`, for eight lanes.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[inline(always)]
+    unsafe fn flush_f64x8_below_f32_normal(v: __m512d) -> __m512d {
+        // SAFETY: the caller guarantees AVX-512F.
+        unsafe {
+            let magnitude = _mm512_set1_epi64(i64::MAX);
+            let bits = _mm512_castpd_si512(v);
+            let tiny = _mm512_cmplt_epi64_mask(
+                _mm512_and_si512(bits, magnitude),
+                _mm512_set1_epi64((f32::MIN_POSITIVE as f64).to_bits() as i64),
+            );
+            let sign_only = _mm512_andnot_si512(magnitude, bits);
+            _mm512_castsi512_pd(_mm512_mask_blend_epi64(tiny, bits, sign_only))
         }
     }
 
@@ -671,10 +758,7 @@ mod x86 {
                 let bits = _mm256_castps_si256(a);
                 let floor = _mm256_and_si256(_mm256_castps_si256(floor), magnitude);
                 let tiny = _mm256_cmpgt_epi32(floor, _mm256_and_si256(bits, magnitude));
-                _mm256_castsi256_ps(_mm256_andnot_si256(
-                    _mm256_and_si256(tiny, magnitude),
-                    bits,
-                ))
+                _mm256_castsi256_ps(_mm256_andnot_si256(_mm256_and_si256(tiny, magnitude), bits))
             })
         }
         #[inline(always)]
@@ -731,8 +815,8 @@ mod x86 {
         unsafe fn load_f64(self, p: *const f64) -> __m256 {
             // SAFETY: the caller guarantees 8 readable doubles; AVX2 is detected.
             unsafe {
-                let low = _mm256_cvtpd_ps(_mm256_loadu_pd(p));
-                let high = _mm256_cvtpd_ps(_mm256_loadu_pd(p.add(4)));
+                let low = _mm256_cvtpd_ps(flush_f64x4_below_f32_normal(_mm256_loadu_pd(p)));
+                let high = _mm256_cvtpd_ps(flush_f64x4_below_f32_normal(_mm256_loadu_pd(p.add(4))));
                 _mm256_set_m128(high, low)
             }
         }
@@ -824,10 +908,7 @@ mod x86 {
                 let bits = _mm256_castpd_si256(a);
                 let floor = _mm256_and_si256(_mm256_castpd_si256(floor), magnitude);
                 let tiny = _mm256_cmpgt_epi64(floor, _mm256_and_si256(bits, magnitude));
-                _mm256_castsi256_pd(_mm256_andnot_si256(
-                    _mm256_and_si256(tiny, magnitude),
-                    bits,
-                ))
+                _mm256_castsi256_pd(_mm256_andnot_si256(_mm256_and_si256(tiny, magnitude), bits))
             })
         }
         #[inline(always)]
@@ -863,7 +944,7 @@ mod x86 {
         #[inline(always)]
         unsafe fn load_f32(self, p: *const f32) -> __m256d {
             // SAFETY: the caller guarantees 4 readable floats; AVX2 is detected.
-            unsafe { _mm256_cvtps_pd(_mm_loadu_ps(p)) }
+            unsafe { _mm256_cvtps_pd(flush_f32x4(_mm_loadu_ps(p))) }
         }
         #[inline(always)]
         unsafe fn load_f64(self, p: *const f64) -> __m256d {
@@ -1035,8 +1116,8 @@ mod x86 {
         unsafe fn load_f64(self, p: *const f64) -> __m512 {
             // SAFETY: the caller guarantees 16 readable doubles; AVX-512F is detected.
             unsafe {
-                let low = _mm512_cvtpd_ps(_mm512_loadu_pd(p));
-                let high = _mm512_cvtpd_ps(_mm512_loadu_pd(p.add(8)));
+                let low = _mm512_cvtpd_ps(flush_f64x8_below_f32_normal(_mm512_loadu_pd(p)));
+                let high = _mm512_cvtpd_ps(flush_f64x8_below_f32_normal(_mm512_loadu_pd(p.add(8))));
                 let joined = _mm512_insertf64x4::<1>(
                     _mm512_castpd256_pd512(_mm256_castps_pd(low)),
                     _mm256_castps_pd(high),
@@ -1167,7 +1248,7 @@ mod x86 {
         #[inline(always)]
         unsafe fn load_f32(self, p: *const f32) -> __m512d {
             // SAFETY: the caller guarantees 8 readable floats; AVX-512F is detected.
-            unsafe { _mm512_cvtps_pd(_mm256_loadu_ps(p)) }
+            unsafe { _mm512_cvtps_pd(flush_f32x8(_mm256_loadu_ps(p))) }
         }
         #[inline(always)]
         unsafe fn load_f64(self, p: *const f64) -> __m512d {
