@@ -295,7 +295,7 @@ mod tests {
                 for k in 0..features {
                     for r in 0..chunk {
                         let expected = if r < rows {
-                            src[r * features + k].to_element::<f32>() * 0.5
+                            (src[r * features + k].to_element::<f32>() * 0.5).flush_subnormal()
                         } else {
                             0.0
                         };
@@ -368,11 +368,22 @@ mod tests {
         floats[5] = -0.0;
         floats[33] = f32::NAN;
         floats[69] = f32::INFINITY;
+        // Subnormal float32 values, in vector lanes and in the tail: read as zero of their sign
+        // by a float32 model and, before the conversion, by a float64 one.
+        floats[9] = 1e-40;
+        floats[26] = -f32::from_bits(1);
+        floats[67] = 1e-39;
         // Nonzero values whose product with the smallest subnormal rounds to zero (those
         // below 1/2) and those that stay nonzero: the count is of results, not of inputs.
         let tiny: Vec<f64> = (0..70)
             .map(|i| [0.0, 0.25, 0.5, 0.75, 3.0][i % 5] * if i % 2 == 0 { 1.0 } else { -1.0 })
             .collect();
+        // Float64 values below float32's normal range, for a float32 model.
+        let below_f32: Vec<f64> = (0..70)
+            .map(|i| [0.0, 1e-39, -1e-40, 1.0, 1e-300][i % 5])
+            .collect();
+        check_pack_row::<_, f32>(&below_f32, 1.0);
+        check_pack_row::<_, f64>(&below_f32, 1.0);
         for scale in [0.5, 1.0, 0.0, 1.0 / 255.0] {
             check_pack_row::<_, f32>(&bytes, scale);
             check_pack_row::<_, f64>(&bytes, scale);
@@ -391,9 +402,26 @@ mod tests {
         for features in [1, 7, 16, 37, 70] {
             let bytes: Vec<u8> = (0..32 * features).map(|i| (i * 7 % 251) as u8).collect();
             check_pack(&bytes, features);
-            let floats: Vec<f32> = (0..32 * features).map(|i| i as f32 * 0.37 - 5.0).collect();
+            // Every 11th value subnormal (float32) or below float32's normal range (float64).
+            let floats: Vec<f32> = (0..32 * features)
+                .map(|i| {
+                    if i % 11 == 3 {
+                        -1e-40
+                    } else {
+                        i as f32 * 0.37 - 5.0
+                    }
+                })
+                .collect();
             check_pack(&floats, features);
-            let doubles: Vec<f64> = (0..32 * features).map(|i| i as f64 * 0.1 + 1e-9).collect();
+            let doubles: Vec<f64> = (0..32 * features)
+                .map(|i| {
+                    if i % 11 == 5 {
+                        1e-39
+                    } else {
+                        i as f64 * 0.1 + 1e-9
+                    }
+                })
+                .collect();
             check_pack(&doubles, features);
         }
     }
