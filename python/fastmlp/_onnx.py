@@ -94,12 +94,8 @@ class _GraphReader:
             self._check_inline_tensor(tensor, f"initializer {tensor.name!r}")
             self.constants[tensor.name] = tensor
         for node in graph.node:
-            if node.domain not in _DEFAULT_DOMAINS:
-                raise self.fail(
-                    f"unsupported operator {node.domain}.{node.op_type} ({_node_label(node)}); "
-                    "only default-domain ONNX operators are read"
-                )
-            if node.op_type == "Constant":
+            self._check_domain(node)
+            if node.op_type == "Constant" and node.domain in _DEFAULT_DOMAINS:
                 if len(node.output) != 1:
                     raise self.fail(f"{_node_label(node)} must have exactly one output")
                 self.constant_nodes[node.output[0]] = node
@@ -107,6 +103,14 @@ class _GraphReader:
             for name in dict.fromkeys(node.input):  # once per node, even for Add(x, x)
                 if name:
                     self.consumers.setdefault(name, []).append(node)
+
+    def _check_domain(self, node: Any) -> None:
+        """Refuses operators outside the default ONNX domain."""
+        if node.domain not in _DEFAULT_DOMAINS:
+            raise self.fail(
+                f"unsupported operator {node.domain}.{node.op_type} ({_node_label(node)}); "
+                "only default-domain ONNX operators are read"
+            )
 
     def constant(self, name: str, node: Any) -> np.ndarray:
         """The value of a weight tensor (an initializer or a Constant node's output)."""

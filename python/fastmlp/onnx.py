@@ -140,22 +140,9 @@ def _node_arg(value_info: Any) -> NodeArg:
 class _SessionGraphReader(_GraphReader):
     """fastmlp._onnx's reader, also indexing ONNX-ML nodes (skl2onnx's label outputs)."""
 
-    def _index_graph(self) -> None:
-        graph = self.graph
-        if graph.sparse_initializer:
-            raise self.fail("sparse initializers are not supported; expected dense tensors")
-        for tensor in graph.initializer:
-            self._check_inline_tensor(tensor, f"initializer {tensor.name!r}")
-            self.constants[tensor.name] = tensor
-        for node in graph.node:
-            if node.op_type == "Constant" and node.domain in _DEFAULT_DOMAINS:
-                if len(node.output) != 1:
-                    raise self.fail(f"{_node_label(node)} must have exactly one output")
-                self.constant_nodes[node.output[0]] = node
-                continue
-            for name in dict.fromkeys(node.input):
-                if name:
-                    self.consumers.setdefault(name, []).append(node)
+    def _check_domain(self, node: Any) -> None:
+        """Accepts ONNX-ML nodes too: the session runs the ones it knows and refuses the rest,
+        naming them, when it meets them."""
 
     def value(self, name: str, node: Any) -> np.ndarray:
         """A constant's value; string tensors as object arrays of str (as onnxruntime)."""
