@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "__version__",
     "PackedMLP",
     "build_info",
     "cpu_features",
