@@ -880,6 +880,45 @@ fn fma_peak_gflops(py: Python<'_>, seconds: f64, repeats: usize) -> f64 {
     py.detach(|| kernels::peak::fma_peak_gflops(seconds, repeats))
 }
 
+/// How this binary was built, fixed at compile time by `build.rs`: for `fastmlp info` and bug
+/// reports.
+#[pyfunction]
+fn build_info() -> std::collections::BTreeMap<&'static str, &'static str> {
+    std::collections::BTreeMap::from([
+        ("version", env!("CARGO_PKG_VERSION")),
+        ("profile", env!("FASTMLP_BUILD_PROFILE")),
+        ("profile_overrides", env!("FASTMLP_BUILD_PROFILE_OVERRIDES")),
+        ("opt_level", env!("FASTMLP_BUILD_OPT_LEVEL")),
+        (
+            "debug_assertions",
+            if cfg!(debug_assertions) { "on" } else { "off" },
+        ),
+        ("target", env!("FASTMLP_BUILD_TARGET")),
+        ("target_features", env!("FASTMLP_BUILD_TARGET_FEATURES")),
+        ("rustc", env!("FASTMLP_BUILD_RUSTC")),
+        ("python", env!("FASTMLP_BUILD_PYTHON")),
+    ])
+}
+
+/// The CPU features runtime dispatch checks (`Avx2::detect`, `Avx512::detect` in
+/// `kernels/simd.rs`) and whether this CPU has them.
+#[pyfunction]
+fn cpu_features() -> Vec<(&'static str, bool)> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        vec![
+            ("avx2", is_x86_feature_detected!("avx2")),
+            ("fma", is_x86_feature_detected!("fma")),
+            ("popcnt", is_x86_feature_detected!("popcnt")),
+            ("avx512f", is_x86_feature_detected!("avx512f")),
+        ]
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        Vec::new()
+    }
+}
+
 #[pymodule(gil_used = false)]
 mod _core {
     #[pymodule_init]
@@ -888,9 +927,15 @@ mod _core {
         Ok(())
     }
 
+    /// The package version: Cargo.toml's, the one place it is written.
+    #[allow(non_upper_case_globals)] // Python's conventional name
+    #[pymodule_export]
+    const __version__: &str = env!("CARGO_PKG_VERSION");
+
     #[pymodule_export]
     use super::{
-        clear_fp_status_flags, cpu_level, elementwise, fma_peak_gflops, force_cpu_level,
-        get_num_threads, mxcsr, set_num_threads, softmax, supported_levels, PyPackedMlp,
+        build_info, clear_fp_status_flags, cpu_features, cpu_level, elementwise, fma_peak_gflops,
+        force_cpu_level, get_num_threads, mxcsr, set_num_threads, softmax, supported_levels,
+        PyPackedMlp,
     };
 }

@@ -25,7 +25,8 @@ from ._model import MLP
 from ._torch import from_torch, from_torch_checkpoint
 from .errors import DataFormatError, UnsafePickleError, WeightsFormatError
 
-__version__ = "0.1.0"
+# Cargo.toml holds the version; the core reports it, so the two cannot disagree.
+__version__: str = _core.__version__
 
 __all__ = [
     "MLP",

@@ -5,14 +5,17 @@ memory safety depends on (dtype, shape, C-contiguity, writeability) and raise ``
 ``ValueError`` otherwise. A Rust panic is caught and raised as ``RuntimeError``.
 """
 
-from typing import List, Optional, Union, final
+from typing import Dict, List, Optional, Tuple, Union, final
 
 import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "__version__",
     "PackedMLP",
+    "build_info",
     "clear_fp_status_flags",
+    "cpu_features",
     "cpu_level",
     "elementwise",
     "fma_peak_gflops",
@@ -23,6 +26,15 @@ __all__ = [
     "softmax",
     "supported_levels",
 ]
+
+__version__: str
+
+def build_info() -> Dict[str, str]:
+    """How this binary was built (version, Cargo profile and overrides, target, rustc, the
+    Python ABI), fixed at compile time."""
+
+def cpu_features() -> List[Tuple[str, bool]]:
+    """The CPU features runtime dispatch checks, and whether this CPU has each."""
 
 def elementwise(
     activation: str,

@@ -1,5 +1,6 @@
 """The ``fastmlp`` command: ``demo`` reproduces the tutorial, ``bench`` times peers, ``predict``
-runs a network over a data file, ``convert`` rewrites a weights file as ``.npz``/``.safetensors``.
+runs a network over a data file, ``convert`` rewrites a weights file as ``.npz``/``.safetensors``,
+``info`` describes the install (and ``--version``).
 
 ``fastmlp demo`` runs the tutorial's MNIST evaluation three ways (NumPy one image per call,
 NumPy 100 images per call, fastmlp in one call) on raw pixels and on pixels / 255, and prints
@@ -27,6 +28,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import reference
+from ._info import run_info, version_line
 from .datasets import KERAS_MNIST_PATH, load_mnist
 from .errors import DataFormatError, WeightsFormatError
 
@@ -69,7 +71,15 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="fastmlp",
         description="Fast inference for small dense neural networks (MLPs) on the CPU.",
     )
+    parser.add_argument("--version", action="version", version=version_line())
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser(
+        "info",
+        help="print versions, the CPU, dispatch level, threads and build: for bug reports",
+        description="Print what a bug report needs: the fastmlp, Python and NumPy versions, "
+        "the CPU model, the instruction-set level and the features dispatch checked, the "
+        "default thread count, and how the compiled core was built.",
+    )
     demo = commands.add_parser(
         "demo",
         help="reproduce the MNIST tutorial: NumPy loops vs fastmlp",
@@ -150,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if options.command is None:
         parser.print_help(sys.stderr)
         return 2
+    if options.command == "info":
+        return run_info()
     if options.command in ("predict", "convert"):
         runner = _run_predict if options.command == "predict" else _run_convert
         try:
