@@ -232,10 +232,15 @@ def test_read_weights_file_reports_what_the_file_records(tmp_path):
     assert (plain.format, plain.activations, plain.input_scale) == ("npz", None, None)
 
 
-def test_metadata_names_match_the_kernels_activations():
-    from fastmlp._functions import ACTIVATIONS
+def test_activation_names_are_the_cores():
+    from fastmlp import _core
+    from fastmlp._common import ACTIVATIONS
 
-    assert sorted(_io._ACTIVATION_NAMES) == sorted(ACTIVATIONS)
+    # The core lists the names it knows when it refuses one: the same names, in the same order.
+    with pytest.raises(ValueError, match="unknown activation") as refused:
+        _core.PackedMLP([np.ones((2, 2))], [np.ones(2)], ["no such activation"], 1.0)
+    listed = str(refused.value).split("expected one of ")[1]
+    assert tuple(listed.split(", ")) == ACTIVATIONS
 
 
 # --- content, not names ------------------------------------------------------------------

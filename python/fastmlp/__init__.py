@@ -71,7 +71,7 @@ def set_num_threads(threads: int) -> None:
     """
     import operator
 
-    from ._functions import MAX_THREADS
+    from ._common import MAX_THREADS
 
     count = operator.index(threads)
     if count < 0:

@@ -483,13 +483,14 @@ def format_table(rows: "list[dict]", threads: int) -> str:
 
 
 def plot(rows: "list[dict]", path: str) -> None:
-    try:
-        import matplotlib
+    from ._optional import import_optional
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise SystemExit('--plot needs matplotlib: pip install "fastmlp[plot]"') from None
+    try:
+        import_optional("matplotlib", extra="plot", needed_by="--plot").use("Agg")
+    except ImportError as error:
+        raise SystemExit(str(error)) from None
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for engine in dict.fromkeys(r["engine"] for r in rows):
         points = [(r["batch"], r["batch"] / r["seconds"]) for r in rows if r["engine"] == engine]

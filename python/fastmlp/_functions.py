@@ -8,15 +8,11 @@ from typing import Any, Optional
 import numpy as np
 
 from . import _core
+from ._common import check_out, check_threads, refuse_masked
 
 __all__ = ["dense", "identity", "log_softmax", "sigmoid", "softmax"]
 
 _AxisError = getattr(np, "exceptions", np).AxisError
-
-ACTIVATIONS = ("identity", "sigmoid", "relu", "tanh", "softmax")
-
-#: Thread counts above this are treated as this (far above any core count).
-MAX_THREADS = 1 << 16
 
 
 def float_dtype_for(dtype: np.dtype, what: str) -> np.dtype:
@@ -40,16 +36,6 @@ def float_dtype_for(dtype: np.dtype, what: str) -> np.dtype:
     )
 
 
-def refuse_masked(x: Any, what: str) -> None:
-    """A ``TypeError`` for a masked array: ``np.asarray`` would drop its mask silently."""
-    if isinstance(x, np.ma.MaskedArray):
-        raise TypeError(
-            f"{what} is a numpy masked array; fastmlp would ignore its mask. Expected a plain "
-            f"array: pass {what}.filled(value) to choose what masked entries become, or "
-            f"{what}.data to use the values underneath"
-        )
-
-
 def as_float_array(x: Any, what: str = "x") -> np.ndarray:
     """``x`` as a C-contiguous float32/float64 array, copying only when it must."""
     refuse_masked(x, what)
@@ -62,42 +48,6 @@ def as_float_array(x: Any, what: str = "x") -> np.ndarray:
         # reads whole aligned elements, so it gets an aligned copy.
         converted = converted.copy()
     return converted
-
-
-def check_threads(threads: Optional[int]) -> Optional[int]:
-    """A call's ``threads=`` argument validated: None, or an int >= 1 (capped)."""
-    if threads is None:
-        return None
-    try:
-        count = operator.index(threads)
-    except TypeError:
-        raise TypeError(f"threads must be a positive int or None, got {threads!r}") from None
-    if count < 1:
-        raise ValueError(f"threads must be at least 1, got {count}")
-    # The core caps the count at the available cores anyway; capping here keeps huge values
-    # from overflowing its integer type.
-    return min(count, MAX_THREADS)
-
-
-def check_out(out: Any, shape: tuple, dtype: np.dtype) -> np.ndarray:
-    """Checks a caller's ``out=`` buffer before anything is written to it, and returns it."""
-    refuse_masked(out, "out")
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
-    if out.dtype != dtype:
-        raise TypeError(f"out has dtype {out.dtype}; expected {dtype}")
-    if out.shape != tuple(shape):
-        raise ValueError(f"out has shape {out.shape}; expected {tuple(shape)}")
-    if not out.flags.c_contiguous:
-        raise ValueError("out must be C-contiguous")
-    if not out.flags.aligned:
-        raise ValueError(
-            f"out is not aligned to its {out.dtype} elements (a view at an odd byte offset?); "
-            "expected an array such as np.empty gives"
-        )
-    if not out.flags.writeable:
-        raise ValueError("out is read-only")
-    return out
 
 
 def _same_buffer(a: np.ndarray, b: np.ndarray) -> bool:

@@ -7,16 +7,15 @@ recognised by their class and attribute names, ``onnx`` is imported when a file 
 
 from __future__ import annotations
 
-import os
-from typing import Any, List, Optional, Union
+from typing import Any, List, Optional
 
 import numpy as np
 
-from ._model import MLP, Layer
+from ._common import Layer, PathLike
+from ._model import MLP
 
 __all__ = ["from_keras", "from_onnx", "from_sklearn"]
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 # scikit-learn's activation names -> fastmlp's.
 _SKLEARN_HIDDEN = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}

@@ -28,11 +28,12 @@ import stat
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple, Union
+from typing import IO, TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
 from . import _npy, _safetensors
+from ._common import ACTIVATIONS, PathLike, resolve_activations
 from ._pickle_limits import PickleRefused, check_pickle_limits
 from .errors import UnsafePickleError, WeightsFormatError
 
@@ -47,8 +48,6 @@ except ImportError:  # pragma: no cover - numpy < 1.26
     from numpy.core.multiarray import _reconstruct
 
 __all__ = ["WeightsFile", "load", "read_weights", "read_weights_file", "save", "save_npz"]
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header; an empty archive
 _NPY_MAGIC = b"\x93NUMPY"
@@ -124,12 +123,6 @@ _LAYER_KEY = re.compile(r"^([Wb])([1-9][0-9]*)$")
 _METADATA_KEY = "__fastmlp__"  # the .npz member; in .safetensors, __metadata__["fastmlp"]
 _SAFETENSORS_METADATA_KEY = "fastmlp"
 _METADATA_VERSION = 1
-# The book's activations, for files that record none (its pickle, a plain np.savez archive).
-_DEFAULT_HIDDEN = "sigmoid"
-_DEFAULT_OUTPUT = "softmax"
-# Mirrors _functions.ACTIVATIONS, which cannot be imported here: it loads the compiled core,
-# and reading weights must work without it.
-_ACTIVATION_NAMES = ("identity", "sigmoid", "relu", "tanh", "softmax")
 
 # Deflate never compresses better than about 1032:1, so an .npz member claiming to expand more
 # than this lies about its size.
@@ -282,11 +275,11 @@ def _parse_metadata(
         raise WeightsFormatError(
             f"{where} records activations {activations!r:.120}; expected a list of names"
         )
-    unknown = [name for name in activations if name not in _ACTIVATION_NAMES]
+    unknown = [name for name in activations if name not in ACTIVATIONS]
     if unknown:
         raise WeightsFormatError(
             f"{where} records unknown activations {unknown!r:.120}; expected names among "
-            f"{', '.join(_ACTIVATION_NAMES)}"
+            f"{', '.join(ACTIVATIONS)}"
         )
     if len(activations) != n_layers:
         raise WeightsFormatError(
@@ -752,55 +745,6 @@ def save_npz(path: PathLike, weights: Mapping[str, np.ndarray]) -> None:
 # -- load and save --------------------------------------------------------------------------
 
 
-def _choose_activations(
-    file: WeightsFile,
-    path: PathLike,
-    hidden: Optional[str],
-    output: Optional[str],
-    activations: Optional[Sequence[str]],
-) -> "list[str]":
-    n_layers = _layer_count(file.weights)
-    where = repr(os.fspath(path))
-    if activations is not None:
-        if hidden is not None or output is not None:
-            raise ValueError(
-                "pass either activations= (one name per layer) or hidden=/output=, not both"
-            )
-        if isinstance(activations, str):
-            raise TypeError(
-                f"activations must be a sequence of names, one per layer, got the str "
-                f"{activations!r}"
-            )
-        names = list(activations)
-        if len(names) != n_layers:
-            raise ValueError(
-                f"activations has {len(names)} names but {where} holds {n_layers} layers; "
-                "expected one name per layer"
-            )
-        return names
-    chosen: list[str]
-    if file.activations is not None:
-        chosen = list(file.activations)
-    elif file.format == "torch":
-        needed = {"output": output} if n_layers == 1 else {"hidden": hidden, "output": output}
-        missing = [name for name, value in needed.items() if value is None]
-        if missing:
-            raise ValueError(
-                f"{where} holds a PyTorch state_dict, which records no activations; name them "
-                f"with activations=[...] ({n_layers} names) or hidden= and output= "
-                f"(missing: {', '.join(missing)})"
-            )
-        # Placeholders: the caller's names, all given, replace them just below.
-        chosen = [_DEFAULT_HIDDEN] * (n_layers - 1) + [_DEFAULT_OUTPUT]
-    else:
-        chosen = [_DEFAULT_HIDDEN] * (n_layers - 1) + [_DEFAULT_OUTPUT]
-    if hidden is not None:
-        chosen[:-1] = [hidden] * (n_layers - 1)
-    if output is not None:
-        chosen[-1] = output
-    return chosen
-
-
 def load(
     path: PathLike,
     *,
@@ -863,7 +807,15 @@ def load(
     from ._model import MLP
 
     file = read_weights_file(path)
-    names = _choose_activations(file, path, hidden, output, activations)
+    names = resolve_activations(
+        _layer_count(file.weights),
+        activations,
+        hidden,
+        output,
+        recorded=file.activations,
+        required=file.format == "torch",
+        where=repr(os.fspath(path)),
+    )
     layers = [
         (file.weights[f"W{number}"], file.weights[f"b{number}"], name)
         for number, name in enumerate(names, start=1)

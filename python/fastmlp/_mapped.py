@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 import numpy as np
 
+from ._common import check_out
+
 if TYPE_CHECKING:
     from ._model import MLP
 
@@ -142,8 +144,6 @@ def forward_in_chunks(
     The plain path takes over where chunking cannot help: a shape that does not fit the model
     (it raises the usual error) or an ``out`` that overlaps ``X``.
     """
-    from ._functions import check_out
-
     n_features = int(np.prod(X.shape[1:], dtype=np.int64))
     if n_features != model.n_features_in_ or X.dtype.kind not in "fiu":
         return None

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import Any, Mapping, Optional, Sequence, Tuple
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
 from . import _core, _mapped
-from ._functions import ACTIVATIONS, MAX_THREADS, check_out, check_threads, refuse_masked
+from ._common import ACTIVATIONS, MAX_THREADS, Layer, check_out, check_threads, refuse_masked
 
 __all__ = ["MLP"]
 
 _INPUT_DTYPES = frozenset(np.dtype(t) for t in (np.uint8, np.float32, np.float64))
-
-Layer = Tuple[np.ndarray, np.ndarray, str]
 
 
 def _model_dtype(layers: Sequence[Any], dtype: Any) -> np.dtype:

@@ -16,10 +16,12 @@ import json
 import math
 import os
 import pathlib
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 import numpy as np
 
+from ._common import Layer, PathLike
+from ._optional import import_optional
 from .errors import WeightsFormatError
 
 if TYPE_CHECKING:
@@ -27,8 +29,6 @@ if TYPE_CHECKING:
 
 __all__ = ["read_onnx", "write_onnx"]
 
-PathLike = Union[str, "os.PathLike[str]"]
-Layer = Tuple[np.ndarray, np.ndarray, str]
 
 _ACTIVATION_OPS = {"Sigmoid": "sigmoid", "Relu": "relu", "Tanh": "tanh", "Softmax": "softmax"}
 _ACTIVATION_NODES = {name: op for op, name in _ACTIVATION_OPS.items()}
@@ -42,13 +42,9 @@ _METADATA_KEY = "fastmlp"
 
 
 def _import_onnx() -> Any:
-    try:
-        import onnx
-        import onnx.numpy_helper  # noqa: F401  (a submodule the callers use)
-    except ImportError as error:
-        raise ImportError(
-            'reading and writing ONNX files needs the onnx package: pip install "fastmlp[onnx]"'
-        ) from error
+    words = {"extra": "onnx", "needed_by": "reading and writing ONNX files"}
+    onnx = import_optional("onnx", package="the onnx package", **words)
+    import_optional("onnx.numpy_helper", package="the onnx package", **words)  # callers use it
     return onnx
 
 

@@ -14,15 +14,16 @@ import json
 import math
 import os
 from collections.abc import Mapping
-from typing import IO, Any, Dict, Optional, Tuple, Union
+from typing import IO, Any, Dict, Optional, Tuple
 
 import numpy as np
+
+from ._common import PathLike
 
 from .errors import WeightsFormatError
 
 __all__ = ["read_safetensors", "write_safetensors"]
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 # The reference implementation's limit: a header longer than this is refused unread.
 MAX_HEADER_BYTES = 100_000_000

@@ -7,17 +7,15 @@ imported only then); :func:`from_torch_checkpoint` reads the file with NumPy alo
 
 from __future__ import annotations
 
-import os
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ._common import PathLike, resolve_activations
 from ._model import MLP
 from ._torch_checkpoint import read_torch_state_dict, state_dict_to_weights
 
 __all__ = ["from_torch", "from_torch_checkpoint"]
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 _SUPPORTED = (
     "Linear, Sigmoid, ReLU, Tanh and Identity, optionally a leading Flatten and a trailing "
@@ -163,36 +161,6 @@ def from_torch(module: Any, *, input_scale: Optional[float] = None, dtype: Any =
     return MLP([tuple(layer) for layer in layers], input_scale=input_scale, dtype=dtype)
 
 
-def _resolve_activations(
-    n_layers: int,
-    activations: Optional[Sequence[str]],
-    hidden: Optional[str],
-    output: Optional[str],
-) -> "List[str]":
-    if activations is not None:
-        if hidden is not None or output is not None:
-            raise ValueError("pass either activations= or hidden=/output=, not both")
-        if isinstance(activations, str):
-            raise TypeError(
-                f"activations must be a list with one name per layer, got the str {activations!r}"
-            )
-        names = list(activations)
-        if len(names) != n_layers:
-            raise ValueError(
-                f"activations has {len(names)} entries but the checkpoint has {n_layers} "
-                f"Linear layers; expected one activation per layer"
-            )
-        return names
-    if output is None or (hidden is None and n_layers > 1):
-        raise ValueError(
-            f"a torch checkpoint does not record its activations; name them for its "
-            f"{n_layers} Linear layers: activations=[...] (one per layer) or hidden= and "
-            "output= (e.g. hidden='relu', output='softmax')"
-        )
-    hidden_names = [hidden] * (n_layers - 1) if hidden is not None else []
-    return hidden_names + [output]
-
-
 def from_torch_checkpoint(
     path: PathLike,
     *,
@@ -244,6 +212,8 @@ def from_torch_checkpoint(
     """
     weights = state_dict_to_weights(read_torch_state_dict(path))
     n_layers = len(weights) // 2
-    names = _resolve_activations(n_layers, activations, hidden, output)
+    names = resolve_activations(
+        n_layers, activations, hidden, output, required=True, wording="checkpoint"
+    )
     layers = [(weights[f"W{i}"], weights[f"b{i}"], names[i - 1]) for i in range(1, n_layers + 1)]
     return MLP(layers, input_scale=input_scale, dtype=dtype)

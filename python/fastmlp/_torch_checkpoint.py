@@ -24,16 +24,17 @@ import pickle
 import re
 import zipfile
 from collections.abc import Mapping
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional
 
 import numpy as np
+
+from ._common import PathLike
 
 from ._pickle_limits import PickleRefused, check_pickle_limits
 from .errors import UnsafePickleError, WeightsFormatError
 
 __all__ = ["read_torch_state_dict", "state_dict_to_weights"]
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 # A dense MLP's checkpoint is megabytes; these bounds only stop a small file from declaring
 # (zip bomb) or requesting (huge numel) gigabytes before a single byte is checked.

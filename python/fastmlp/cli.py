@@ -474,12 +474,12 @@ def _header(inputs: _DemoInputs, threads: int | None, offline: bool) -> str:
 
 def _run_demo(options: argparse.Namespace) -> int:
     if options.save_errors is not None:
-        try:
-            import matplotlib  # noqa: F401  (checked now, before minutes of work)
-        except ImportError:
-            raise DemoError(
-                'matplotlib is needed for --save-errors: pip install "fastmlp[plot]"'
-            ) from None
+        from ._optional import import_optional
+
+        try:  # checked now, before minutes of work
+            import_optional("matplotlib", extra="plot", needed_by="--save-errors")
+        except ImportError as error:
+            raise DemoError(str(error)) from None
     inputs = _gather_inputs(options)
     if options.save_errors is not None and inputs.labels is None:
         raise DemoError("--save-errors needs labelled MNIST data: pass --data")
@@ -540,7 +540,7 @@ class CommandError(Exception):
 
 
 def _activation_name(text: str) -> str:
-    from ._functions import ACTIVATIONS
+    from ._common import ACTIVATIONS
 
     name = text.strip()
     if name not in ACTIVATIONS:

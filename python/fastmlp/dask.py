@@ -39,25 +39,21 @@ from typing import Any, Dict, Optional, Sequence, Union
 
 import numpy as np
 
-from ._functions import check_threads
+from ._common import PathLike, check_threads
+from ._optional import import_optional
 from ._model import MLP
 from .datasets import read_npy
 from .errors import DataFormatError
 
 __all__ = ["from_npy", "predict", "predict_proba"]
 
-_INSTALL_HINT = 'fastmlp.dask needs Dask: pip install "fastmlp[dask]"'
 
 #: Per-task thread plan: one count for every task, or per host name (distributed workers).
 ThreadPlan = Union[int, Dict[str, int]]
 
 
 def _import_dask_array() -> Any:
-    try:
-        import dask.array
-    except ImportError as error:  # pragma: no cover - the test extra installs Dask
-        raise ImportError(_INSTALL_HINT) from error
-    return dask.array
+    return import_optional("dask.array", extra="dask", needed_by="fastmlp.dask", package="Dask")
 
 
 def _available_cores() -> int:
@@ -535,7 +531,7 @@ class _NpyRows:
         return (self.path, self.shape, self.dtype.str, self._stamp)
 
 
-def from_npy(path: Union[str, "os.PathLike[str]"], *, chunks: Union[int, str] = "auto") -> Any:
+def from_npy(path: PathLike, *, chunks: Union[int, str] = "auto") -> Any:
     """A ``.npy`` file as a ``dask.array`` whose blocks the workers read from disk.
 
     Unlike ``da.from_array(np.load(path, mmap_mode="r"))``, whose graph holds the memory map

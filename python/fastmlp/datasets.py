@@ -19,12 +19,13 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
+from ._common import PathLike
+
 from . import _npy
 from .errors import DataFormatError
 
 __all__ = ["KERAS_MNIST_PATH", "load_mnist", "read_csv", "read_idx", "read_npy"]
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 KERAS_MNIST_PATH = Path("~/.keras/datasets/mnist.npz")
 """Where ``keras.datasets.mnist.load_data()`` caches MNIST; :func:`load_mnist` looks here."""

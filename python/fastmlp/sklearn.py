@@ -17,13 +17,17 @@ import weakref
 from typing import Any, List, Optional, Tuple
 
 import numpy as np
-from sklearn import get_config
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
-from sklearn.neural_network import MLPClassifier as _SklearnMLPClassifier
-from sklearn.neural_network import MLPRegressor as _SklearnMLPRegressor
-from sklearn.utils.validation import check_is_fitted
 
-from fastmlp._model import MLP
+from fastmlp._optional import import_optional
+
+import_optional("sklearn", extra="sklearn", needed_by="fastmlp.sklearn", package="scikit-learn")
+
+from sklearn import get_config  # noqa: E402
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone  # noqa: E402
+from sklearn.neural_network import MLPClassifier as _SklearnMLPClassifier  # noqa: E402
+from sklearn.neural_network import MLPRegressor as _SklearnMLPRegressor  # noqa: E402
+from sklearn.utils.validation import check_is_fitted  # noqa: E402
+from fastmlp._model import MLP  # noqa: E402
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _sklearn_validate_data

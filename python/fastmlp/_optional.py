@@ -1,0 +1,32 @@
+"""Optional peers (onnx, Dask, matplotlib, scikit-learn): imported when used, with one error.
+
+NumPy is fastmlp's only dependency; every other package comes with an extra, and a missing one
+is always reported the same way: what needed it, and the ``pip install "fastmlp[extra]"`` that
+brings it. A leaf like :mod:`fastmlp._common`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+
+def import_optional(module: str, *, extra: str, needed_by: str, package: str = "") -> ModuleType:
+    """``module``, imported; else an ``ImportError`` saying ``{needed_by} needs {package}``.
+
+    Parameters
+    ----------
+    module : str
+        The module to import, e.g. ``"dask.array"``.
+    extra : str
+        The fastmlp extra that installs it (``onnx``, ``dask``, ``plot``, ``sklearn``).
+    needed_by : str
+        What the user asked for, in their words: ``"fastmlp.dask"``, ``"--plot"``.
+    package : str, optional
+        How to name the missing package; default: the top-level module name.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        missing = package or module.split(".")[0]
+        raise ImportError(f'{needed_by} needs {missing}: pip install "fastmlp[{extra}]"') from error
