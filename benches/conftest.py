@@ -266,6 +266,6 @@ def sample_weights() -> Dict[str, np.ndarray]:
             f"the book's weights not found: {path} missing (set FASTMLP_SHARED_DATA to the "
             "folder holding mnist/ and dlfs/)"
         )
-    from fastmlp._io import read_weights
+    from fastmlp._formats import read_weights
 
     return read_weights(path)

@@ -69,6 +69,6 @@ def sample_weights_path(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def sample_weights(sample_weights_path: Path) -> dict[str, np.ndarray]:
     """The book's network as a dict W1, b1, ..., W3, b3, read through the safe loader."""
-    from fastmlp._io import read_weights
+    from fastmlp._formats import read_weights
 
     return read_weights(sample_weights_path)

@@ -19,7 +19,7 @@ import pytest
 
 import fastmlp
 from fastmlp import cli
-from fastmlp._io import read_weights_file
+from fastmlp._formats import read_weights_file
 
 FEATURES = 784
 

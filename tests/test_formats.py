@@ -10,9 +10,14 @@ import zipfile
 import fastmlp
 import numpy as np
 import pytest
-from fastmlp import _io, _safetensors
-from fastmlp._io import WeightsFile, read_weights, read_weights_file
-from fastmlp._safetensors import read_safetensors, write_safetensors
+from fastmlp._formats import (
+    WeightsFile,
+    read_weights,
+    read_weights_file,
+    safetensors,
+    torch_checkpoint,
+)
+from fastmlp._formats.safetensors import read_safetensors, write_safetensors
 from fastmlp.errors import WeightsFormatError
 
 FORMATS = ("npz", "safetensors")
@@ -486,7 +491,7 @@ def _fake_torch_checkpoint(tmp_path, monkeypatch, n_layers: int):
         seen.append(read_path)
         return WeightsFile(kept, None, None, "torch")
 
-    monkeypatch.setattr(_io, "_read_torch_checkpoint", read)
+    monkeypatch.setattr(torch_checkpoint, "read_checkpoint_file", read)
     return path, seen
 
 
@@ -593,7 +598,7 @@ def test_failed_save_leaves_no_file_and_keeps_the_old_one(tmp_path, monkeypatch,
     if format == "npz":
         monkeypatch.setattr(np, "savez", fail_halfway)
     else:
-        monkeypatch.setattr(_safetensors, "dump_safetensors", fail_halfway)
+        monkeypatch.setattr(safetensors, "dump_safetensors", fail_halfway)
     with pytest.raises(OSError, match="disk full"):
         _model(np.float32).save(target)
     assert target.read_bytes() == before

@@ -30,8 +30,8 @@ from typing import Any, Callable
 import fastmlp
 import numpy as np
 import pytest
-from fastmlp._io import read_weights
-from fastmlp._safetensors import read_safetensors
+from fastmlp._formats import read_weights
+from fastmlp._formats.safetensors import read_safetensors
 from fastmlp.datasets import load_mnist, read_idx
 from fastmlp.errors import DataFormatError, UnsafePickleError, WeightsFormatError
 
@@ -205,7 +205,7 @@ def _sparse_safetensors_with_huge_header(folder: Path) -> Path:
 
 
 def _truncated_safetensors(folder: Path) -> bytes:
-    from fastmlp._safetensors import write_safetensors
+    from fastmlp._formats.safetensors import write_safetensors
 
     write_safetensors(folder / "whole.safetensors", _weights())
     content = (folder / "whole.safetensors").read_bytes()

@@ -274,7 +274,7 @@ def test_onnx_gemm_alpha_beta_broadcast_bias_reshape_and_scale(tmp_path, rng):
 
 
 def test_read_onnx_returns_layers_and_scale(tmp_path, rng):
-    from fastmlp._onnx import read_onnx
+    from fastmlp._formats.onnx import read_onnx
 
     _onnx()
     model = fastmlp.MLP([(rng.normal(size=(3, 2)), rng.normal(size=2), "tanh")], input_scale=2.0)
@@ -327,6 +327,24 @@ def test_to_onnx_declares_input_x_with_symbolic_rows(tmp_path, rng):
     assert graph_input.name == "X" and [dims[0].dim_param, dims[1].dim_value] == ["N", 4]
     assert graph_input.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert max(o.version for o in written.opset_import if o.domain == "") >= 13
+
+
+def test_failed_to_onnx_leaves_the_old_file_and_no_temporary(tmp_path, rng, monkeypatch):
+    _onnx()
+    from fastmlp._formats import atomic
+
+    target = tmp_path / "m.onnx"
+    fastmlp.MLP([(rng.normal(size=(4, 2)), np.zeros(2), "softmax")]).to_onnx(target)
+    before = target.read_bytes()
+
+    def disk_full(descriptor):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(atomic.os, "fsync", disk_full)
+    with pytest.raises(OSError, match="disk full"):
+        fastmlp.MLP([(rng.normal(size=(4, 3)), np.zeros(3), "relu")]).to_onnx(target)
+    assert target.read_bytes() == before
+    assert [entry.name for entry in tmp_path.iterdir()] == [target.name]
 
 
 # --- ONNX files fastmlp refuses ------------------------------------------------------------

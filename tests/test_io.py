@@ -13,7 +13,7 @@ import warnings
 import fastmlp
 import numpy as np
 import pytest
-from fastmlp._io import read_weights, save_npz
+from fastmlp._formats import read_weights, save_npz
 from fastmlp.errors import UnsafePickleError, WeightsFormatError
 
 EXPECTED_SHAPES = {
@@ -365,16 +365,16 @@ def test_saving_over_a_hard_linked_file_leaves_the_other_link_as_it_was(tmp_path
 
 @pytest.mark.parametrize("protocol", [2, 3, 4, 5])
 def test_ordinary_weight_pickles_are_within_the_limits(protocol):
-    from fastmlp._pickle_limits import check_pickle_limits
+    from fastmlp._formats.pickle_limits import check_pickle_limits
 
     shared = np.ones(3)
     check_pickle_limits(pickle.dumps({**_small_weights(), "x": shared, "y": shared}, protocol))
 
 
 def test_pickle_with_too_many_opcodes_is_refused_by_name(tmp_path, monkeypatch):
-    from fastmlp import _pickle_limits
+    from fastmlp._formats import limits
 
-    monkeypatch.setattr(_pickle_limits, "MAX_OPCODES", 50)
+    monkeypatch.setattr(limits, "PICKLE_MAX_OPCODES", 50)
     path = _write_pickle(tmp_path / "long.pkl", {f"W{i}": i for i in range(40)})
     with pytest.raises(WeightsFormatError, match=r"long\.pkl.*more than 50 opcodes"):
         read_weights(path)
@@ -382,7 +382,7 @@ def test_pickle_with_too_many_opcodes_is_refused_by_name(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("depth, refused", [(99, False), (100, True)])
 def test_nesting_limit_is_exact(depth, refused):
-    from fastmlp._pickle_limits import PickleRefused, check_pickle_limits
+    from fastmlp._formats.pickle_limits import PickleRefused, check_pickle_limits
 
     value: object = ()
     for _ in range(depth - 1):

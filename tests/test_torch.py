@@ -21,8 +21,8 @@ from typing import Dict, Optional
 import fastmlp
 import numpy as np
 import pytest
-from fastmlp import _torch_checkpoint
-from fastmlp._torch_checkpoint import read_torch_state_dict, state_dict_to_weights
+from fastmlp._formats import limits
+from fastmlp._formats.torch_checkpoint import read_torch_state_dict, state_dict_to_weights
 from fastmlp.errors import UnsafePickleError, WeightsFormatError
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -206,7 +206,7 @@ def test_from_torch_checkpoint_passes_input_scale_and_dtype(expected):
 
 
 def test_fastmlp_load_reads_torch_checkpoints(expected):
-    assert fastmlp._io.read_weights_file(CHECKPOINT).format == "torch"
+    assert fastmlp._formats.read_weights_file(CHECKPOINT).format == "torch"
     model = fastmlp.load(CHECKPOINT, activations=ACTIVATIONS)
     np.testing.assert_allclose(model.predict_proba(expected["X"]), expected["proba"], atol=1e-5)
     by_name = fastmlp.load(CHECKPOINT, hidden="sigmoid", output="softmax")
@@ -368,7 +368,7 @@ def test_os_system_payload_is_refused_and_never_runs(tmp_path):
         read_torch_state_dict(path)
     with pytest.raises(UnsafePickleError, match="os.system"):
         fastmlp.from_torch_checkpoint(path, activations=ACTIVATIONS)
-    if hasattr(fastmlp._io, "read_weights_file"):
+    if hasattr(fastmlp._formats, "read_weights_file"):
         with pytest.raises(UnsafePickleError, match="os.system"):
             fastmlp.load(path, activations=ACTIVATIONS)
     assert not marker.exists()
@@ -544,7 +544,7 @@ def test_bad_byteorder_is_refused(tmp_path):
 
 
 def test_declared_sizes_beyond_the_limit_are_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(_torch_checkpoint, "MAX_CHECKPOINT_BYTES", 500)
+    monkeypatch.setattr(limits, "CHECKPOINT_MAX_BYTES", 500)
     with pytest.raises(WeightsFormatError, match="possible zip bomb"):
         read_torch_state_dict(CHECKPOINT)
 

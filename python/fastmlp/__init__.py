@@ -20,7 +20,7 @@ from __future__ import annotations
 from . import _core, reference
 from ._functions import dense, identity, log_softmax, sigmoid, softmax
 from ._interop import from_keras, from_onnx, from_sklearn
-from ._io import load, save
+from ._formats import load, save
 from ._model import MLP
 from ._torch import from_torch, from_torch_checkpoint
 from .errors import DataFormatError, UnsafePickleError, WeightsFormatError

@@ -49,45 +49,22 @@ def numpy_forward(layers, threads: Optional[int] = None) -> Callable[[np.ndarray
 
 
 def onnxruntime_forward(layers, threads: int) -> Optional[Callable[[np.ndarray], np.ndarray]]:
-    """An ONNX Runtime session over the same network (MatMul + Add + activation per layer)."""
+    """An ONNX Runtime session over the same network, as ``MLP.to_onnx`` writes it."""
     try:
         import onnxruntime as ort
-        from onnx import TensorProto, helper, numpy_helper
+
+        from ._formats.onnx import onnx_bytes
+
+        content = onnx_bytes(MLP(layers))
     except ImportError:
         return None
-    dtype = layers[0][0].dtype
-    elem = TensorProto.FLOAT if dtype == np.float32 else TensorProto.DOUBLE
-    nodes, inits = [], []
-    current = "X"
-    op_names = {"sigmoid": "Sigmoid", "relu": "Relu", "tanh": "Tanh", "softmax": "Softmax"}
-    for i, (W, b, activation) in enumerate(layers):
-        inits += [numpy_helper.from_array(W, f"W{i}"), numpy_helper.from_array(b, f"b{i}")]
-        nodes.append(helper.make_node("MatMul", [current, f"W{i}"], [f"mm{i}"]))
-        nodes.append(helper.make_node("Add", [f"mm{i}", f"b{i}"], [f"a{i}"]))
-        if activation == "identity":
-            current = f"a{i}"
-            continue
-        attrs = {"axis": -1} if activation == "softmax" else {}
-        nodes.append(helper.make_node(op_names[activation], [f"a{i}"], [f"h{i}"], **attrs))
-        current = f"h{i}"
-    graph = helper.make_graph(
-        nodes,
-        "mlp",
-        [helper.make_tensor_value_info("X", elem, [None, layers[0][0].shape[0]])],
-        [helper.make_tensor_value_info(current, elem, [None, layers[-1][0].shape[1]])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = min(model.ir_version, 9)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     # ONNX Runtime keeps its default (spinning) workers: its fastest setting. The pause before
     # each engine's turn in `time_interleaved` keeps their spinning from slowing the next one.
-    session = ort.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
-    output = current
+    session = ort.InferenceSession(content, options, providers=["CPUExecutionProvider"])
+    output = "Y"
 
     def run(X: np.ndarray) -> np.ndarray:
         return session.run([output], {"X": X})[0]

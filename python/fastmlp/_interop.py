@@ -343,7 +343,7 @@ def from_onnx(path: PathLike, *, input_scale: Optional[float] = None, dtype: Any
     >>> fastmlp.from_onnx("mlp.onnx").activations  # doctest: +SKIP
     ('relu', 'softmax')
     """
-    from ._onnx import read_onnx
+    from ._formats.onnx import read_onnx
 
     layers, file_scale = read_onnx(path)
     return MLP(layers, input_scale=file_scale if input_scale is None else input_scale, dtype=dtype)

@@ -304,7 +304,7 @@ class MLP:
             If ``format`` is unknown, or is None and the suffix is neither ``.npz`` nor
             ``.safetensors``.
         """
-        from ._io import save
+        from ._formats import save
 
         return save(self, path, format=format)
 
@@ -596,7 +596,7 @@ class MLP:
         ImportError
             If the ``onnx`` package is not installed.
         """
-        from ._onnx import write_onnx
+        from ._formats.onnx import write_onnx
 
         return write_onnx(self, path)
 

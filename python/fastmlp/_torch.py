@@ -2,7 +2,7 @@
 
 :func:`from_torch` needs torch (it reads the module the caller already has, so torch is
 imported only then); :func:`from_torch_checkpoint` reads the file with NumPy alone
-(:mod:`fastmlp._torch_checkpoint`), so it works where torch is not installed.
+(:mod:`fastmlp._formats.torch_checkpoint`), so it works where torch is not installed.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 
 from ._common import PathLike, resolve_activations
 from ._model import MLP
-from ._torch_checkpoint import read_torch_state_dict, state_dict_to_weights
+from ._formats.torch_checkpoint import read_torch_state_dict, state_dict_to_weights
 
 __all__ = ["from_torch", "from_torch_checkpoint"]
 

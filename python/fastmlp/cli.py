@@ -190,7 +190,7 @@ class _DemoInputs:
 
 
 def _read_network(path: Path | None) -> tuple[dict[str, np.ndarray] | None, str]:
-    from ._io import read_weights
+    from ._formats import read_weights
 
     if path is None:
         if not Path(DEFAULT_WEIGHTS_NAME).is_file():
@@ -657,7 +657,7 @@ def _add_convert_parser(commands: Any) -> None:
 
 
 def _load_model(path: Path, options: argparse.Namespace) -> Any:
-    from ._io import load
+    from ._formats import load
 
     if options.activations is not None and (
         options.hidden is not None or options.output is not None
@@ -740,33 +740,30 @@ class _Progress:
             self._draw(done, "\n")
 
 
-def _sniff(path: Path) -> bytes:
-    try:
-        with open(path, "rb") as file:
-            return file.read(8)
-    except OSError as exc:
-        raise CommandError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from exc
-
-
 def _read_input(path: Path, csv_label_column: str | None) -> tuple[np.ndarray, str]:
+    from ._formats import sniff
     from .datasets import read_csv, read_idx, read_npy
 
-    start = _sniff(path)
-    binary = (b"\x93NUMPY", b"PK\x03\x04", b"\x1f\x8b", b"\x00\x00")
-    if csv_label_column is not None and start.startswith(binary):
+    try:
+        kind = sniff.kind_of(*sniff.read_head(path))
+    except OSError as exc:
+        raise CommandError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from exc
+    if kind not in ("npy", "zip", "gzip", "idx"):
+        kind = "csv"  # whatever else it starts with: CSV's reader says what is wrong
+    if csv_label_column is not None and kind != "csv":
         raise CommandError(
             f"--csv-label-column applies to CSV input only, and {str(path)!r} is not text",
             exit_code=2,
         )
     try:
-        if start.startswith(b"\x93NUMPY"):
+        if kind == "npy":
             return read_npy(path, mmap=True), "npy"
-        if start.startswith(b"PK\x03\x04"):
+        if kind == "zip":
             raise CommandError(
                 f"{str(path)!r} is a zip archive (an .npz?); expected a .npy, IDX or CSV file "
                 "(save one array with np.save)"
             )
-        if start.startswith((b"\x1f\x8b", b"\x00\x00")):  # gzip, or an IDX magic number
+        if kind in ("gzip", "idx"):
             return read_idx(path), "IDX"
         label: int | str | None = csv_label_column
         if csv_label_column is not None and csv_label_column.lstrip("-").isdigit():
@@ -865,7 +862,7 @@ def _write_error(destination: Path, exc: OSError) -> CommandError:
 
 @_cleans_up_on_sigterm
 def _run_predict(options: argparse.Namespace) -> int:
-    from ._io import create_beside, temporary_beside
+    from ._formats.atomic import write_atomically
     from ._mapped import release_pages, row_chunks, rows_per_chunk
 
     source, destination = options.input, options.output_file
@@ -888,41 +885,31 @@ def _run_predict(options: argparse.Namespace) -> int:
     chunk_rows = options.chunk_rows or rows_per_chunk(X)
     enabled = sys.stderr.isatty() if options.progress is None else options.progress
     progress = _Progress(n_rows, sys.stderr, enabled)
-    real_destination, temporary = temporary_beside(destination)
-    try:
-        descriptor = create_beside(real_destination, temporary)
-    except OSError as exc:
-        raise _write_error(destination, exc) from exc
-    try:
-        # Ordinary writes, not a memory map of a sparse file: on a full disk a write through a
-        # map is a SIGBUS that kills the process, where write() returns an error to report.
-        with os.fdopen(descriptor, "wb") as file:
-            header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False}
-            np.lib.format.write_array_header_1_0(file, dict(header, shape=shape))
-            if not options.labels:
-                buffer = np.empty((min(chunk_rows, n_rows), model.n_outputs_), dtype=dtype)
-            for rows in row_chunks(n_rows, chunk_rows):
-                chunk = X[rows]
-                if options.labels:
-                    result = model.predict(chunk, threads=options.threads)
-                else:
-                    result = buffer[: rows.stop - rows.start]
-                    model.predict_proba(chunk, threads=options.threads, out=result)
-                file.write(memoryview(np.ascontiguousarray(result)).cast("B"))
-                # The input's pages need not stay in memory once read.
-                release_pages(chunk)
-                progress.update(rows.stop)
-            file.flush()
-            os.fsync(file.fileno())
+
+    # Ordinary writes, not a memory map of a sparse file: on a full disk a write through a map
+    # is a SIGBUS that kills the process, where write() returns an error to report.
+    def write(file: Any) -> None:
+        header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False}
+        np.lib.format.write_array_header_1_0(file, dict(header, shape=shape))
+        if not options.labels:
+            buffer = np.empty((min(chunk_rows, n_rows), model.n_outputs_), dtype=dtype)
+        for rows in row_chunks(n_rows, chunk_rows):
+            chunk = X[rows]
+            if options.labels:
+                result = model.predict(chunk, threads=options.threads)
+            else:
+                result = buffer[: rows.stop - rows.start]
+                model.predict_proba(chunk, threads=options.threads, out=result)
+            file.write(memoryview(np.ascontiguousarray(result)).cast("B"))
+            # The input's pages need not stay in memory once read.
+            release_pages(chunk)
+            progress.update(rows.stop)
         progress.close(n_rows)
-        os.replace(temporary, real_destination)
+
+    try:
+        write_atomically(destination, write)
     except OSError as exc:
         raise _write_error(destination, exc) from exc
-    finally:
-        try:
-            temporary.unlink()  # still there only if something failed (or was interrupted)
-        except OSError:  # already renamed into place
-            pass
     print(
         f"wrote {destination}: {what} of shape {shape}, {dtype.name}, from {n_rows:,} rows of "
         f"{kind} input through the {_describe(model)}"
@@ -932,13 +919,13 @@ def _run_predict(options: argparse.Namespace) -> int:
 
 @_cleans_up_on_sigterm
 def _run_convert(options: argparse.Namespace) -> int:
-    from ._io import save
+    from ._formats import SAVE_FORMATS, save
 
     source, destination = options.input, options.output_file
     _refuse_overwriting_inputs(destination, {"IN": source})
     chosen = options.format
     if chosen is None:
-        chosen = {".npz": "npz", ".safetensors": "safetensors"}.get(destination.suffix.lower())
+        chosen = SAVE_FORMATS.get(destination.suffix.lower())
         if chosen is None:
             raise CommandError(
                 f"cannot tell the format from the name {str(destination)!r}: use the suffix "

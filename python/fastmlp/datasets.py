@@ -20,8 +20,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from ._common import PathLike
-
-from . import _npy
+from ._formats import limits, npy, sniff
 from .errors import DataFormatError
 
 __all__ = ["KERAS_MNIST_PATH", "load_mnist", "read_csv", "read_idx", "read_npy"]
@@ -30,9 +29,6 @@ __all__ = ["KERAS_MNIST_PATH", "load_mnist", "read_csv", "read_idx", "read_npy"]
 KERAS_MNIST_PATH = Path("~/.keras/datasets/mnist.npz")
 """Where ``keras.datasets.mnist.load_data()`` caches MNIST; :func:`load_mnist` looks here."""
 
-_GZIP_MAGIC = b"\x1f\x8b"
-_ZIP_MAGIC = b"PK\x03\x04"
-_NPY_MAGIC = b"\x93NUMPY"
 _IDX_UBYTE = 0x08
 _IDX_TYPE_NAMES = {
     0x08: "ubyte",
@@ -57,10 +53,6 @@ _IDX_SPELLINGS = (
 )
 
 
-# Gzip's deflate cannot expand data more than about 1032 times, so a file declaring more
-# than this many bytes per compressed byte is lying; refusing it early bounds the work a
-# small hostile file (a "gzip bomb") can cause.
-_GZIP_MAX_RATIO = 1100
 _READ_BLOCK = 1 << 20  # a read(n) may allocate n bytes up front, so blocks stay small
 
 
@@ -79,7 +71,7 @@ def _read_at_most(stream: Any, limit: int) -> bytes:
 
 def _open_maybe_gzipped(path: PathLike) -> "tuple[Any, int, bool]":
     with open(path, "rb") as file:
-        compressed = file.read(len(_GZIP_MAGIC)) == _GZIP_MAGIC
+        compressed = file.read(len(sniff.GZIP)) == sniff.GZIP
         size = os.fstat(file.fileno()).st_size
     # gzip.open, not GzipFile(fileobj=...): only the former closes the file it opened.
     return (gzip.open(path, "rb") if compressed else open(path, "rb")), size, compressed
@@ -184,11 +176,11 @@ def _read_idx_stream(
         int.from_bytes(content[4 + 4 * i : 8 + 4 * i], "big") for i in range(declared_ndim)
     )
     expected_payload = math.prod(shape)
-    if compressed and expected_payload > _GZIP_MAX_RATIO * file_size:
+    if compressed and expected_payload > limits.MAX_DEFLATE_RATIO * file_size:
         raise DataFormatError(
             f"{name!r} is truncated: header declares shape {shape}, i.e. {expected_payload} "
             f"bytes of data, but the whole gzip file is {file_size} bytes, which cannot "
-            f"decompress to more than about {_GZIP_MAX_RATIO * file_size}"
+            f"decompress to more than about {limits.MAX_DEFLATE_RATIO * file_size}"
         )
     # One byte more than declared tells "longer than its header says" from "exact" without
     # ever decompressing more than the header promised.
@@ -334,7 +326,7 @@ def load_mnist(
         raise FileNotFoundError(f"no MNIST data at {str(path)!r}: no such file or folder")
     with open(path, "rb") as file:
         magic = file.read(4)
-    if magic != _ZIP_MAGIC:
+    if not magic.startswith(sniff.ZIP):
         raise DataFormatError(
             f"{str(path)!r} starts with {magic!r}; expected a folder of IDX files or a Keras "
             "mnist.npz (a zip archive, starting b'PK\\x03\\x04')"
@@ -348,9 +340,9 @@ def load_mnist(
 def _not_npy_message(name: str, start: bytes) -> str:
     if not start:
         found = "is empty"
-    elif start.startswith(_ZIP_MAGIC):
+    elif start.startswith(sniff.ZIP):
         found = "is a zip archive (an .npz of several arrays?)"
-    elif start.startswith(_GZIP_MAGIC):
+    elif start.startswith(sniff.GZIP):
         found = "is gzip-compressed (an IDX file? use read_idx)"
     else:
         found = f"starts with {start!r}"
@@ -399,13 +391,13 @@ def read_npy(path: PathLike, *, mmap: bool = False) -> np.ndarray:
     """
     name = os.fspath(path)
     with open(path, "rb") as file:
-        start = file.read(len(_NPY_MAGIC))
-        if start != _NPY_MAGIC:
+        start = file.read(len(sniff.NPY))
+        if start != sniff.NPY:
             raise DataFormatError(_not_npy_message(name, start))
         file.seek(0)
         try:
-            shape, dtype = _npy.read_header(file)
-        except _npy.UnsupportedVersionError as exc:
+            shape, dtype = npy.read_header(file)
+        except npy.UnsupportedVersionError as exc:
             raise DataFormatError(f"{name!r} is a .npy file of {exc}") from exc
         except ValueError as exc:
             raise DataFormatError(

@@ -31,7 +31,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from fastmlp._model import MLP
-from fastmlp._onnx import (
+from fastmlp._formats.onnx import (
     _ACTIVATION_OPS,
     _DEFAULT_DOMAINS,
     _check_input_shape,

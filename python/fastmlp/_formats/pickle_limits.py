@@ -7,8 +7,8 @@ message. A 200 kB pickle holding a tuple nested 200,000 deep therefore crashes t
 here, without building any object, and the nesting depth of every value the pickle would
 build is computed with a simulated stack and memo: iteratively, never by recursion. A weights
 pickle nests a few levels (a dict of arrays, each rebuilt from a tuple of arguments), far below
-:data:`MAX_NESTING`. The walk also bounds the number of opcodes, and so of objects the
-unpickler can create: each costs tens of bytes of memory for one byte of file.
+:data:`.limits.PICKLE_MAX_NESTING`. The walk also bounds the number of opcodes, and so of
+objects the unpickler can create: each costs tens of bytes of memory for one byte of file.
 
 A container changed after it was placed inside another (``APPEND`` to a list fetched back from
 the memo) would make the depth recorded for its parent stale; Python's pickler emits that only
@@ -20,12 +20,9 @@ from __future__ import annotations
 import pickletools
 from typing import Any, Dict, List
 
-__all__ = ["MAX_NESTING", "MAX_OPCODES", "PickleRefused", "check_pickle_limits"]
+from . import limits
 
-#: Deepest nesting of containers and calls accepted (a weights pickle needs about 6).
-MAX_NESTING = 100
-#: Most opcodes accepted: about 30 per array or tensor in practice, so room for some 30,000.
-MAX_OPCODES = 1_000_000
+__all__ = ["PickleRefused", "check_pickle_limits"]
 
 # Opcodes that pop n values and push one new object built from them.
 _BUILD_FROM_N = {
@@ -97,10 +94,10 @@ def check_pickle_limits(content: bytes) -> None:
         for child in children:
             child.held = True
             depth = max(depth, child.depth + 1)
-        if depth > MAX_NESTING:
+        if depth > limits.PICKLE_MAX_NESTING:
             raise fail(
-                f"it nests values more than {MAX_NESTING} levels deep; a weights pickle nests "
-                "a few (a hostile file can crash Python this way)"
+                f"it nests values more than {limits.PICKLE_MAX_NESTING} levels deep; a weights "
+                "pickle nests a few (a hostile file can crash Python this way)"
             )
         return depth
 
@@ -116,10 +113,10 @@ def check_pickle_limits(content: bytes) -> None:
         container.depth = max(container.depth, nested(children))
 
     for count, (opcode, argument, _) in enumerate(pickletools.genops(content), start=1):
-        if count > MAX_OPCODES:
+        if count > limits.PICKLE_MAX_OPCODES:
             raise fail(
-                f"it holds more than {MAX_OPCODES:,} opcodes; a weights pickle holds about "
-                "30 per array (a hostile file could exhaust memory this way)"
+                f"it holds more than {limits.PICKLE_MAX_OPCODES:,} opcodes; a weights pickle "
+                "holds about 30 per array (a hostile file could exhaust memory this way)"
             )
         name = opcode.name
         if name in _BUILD_FROM_N:

@@ -28,23 +28,18 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from ._common import PathLike
+from .._common import PathLike
 
-from ._pickle_limits import PickleRefused, check_pickle_limits
-from .errors import UnsafePickleError, WeightsFormatError
+from ..errors import UnsafePickleError, WeightsFormatError
+from . import limits
+from .pickle_limits import PickleRefused, check_pickle_limits
+from .weights import WeightsFile, check_weights
 
 __all__ = ["read_torch_state_dict", "state_dict_to_weights"]
 
 
-# A dense MLP's checkpoint is megabytes; these bounds only stop a small file from declaring
-# (zip bomb) or requesting (huge numel) gigabytes before a single byte is checked.
-MAX_CHECKPOINT_BYTES = 2 * 2**30  # total declared uncompressed size of the archive
-MAX_PICKLE_BYTES = 64 * 2**20  # data.pkl: about 100 bytes per tensor in practice
-MAX_COMPRESSION_RATIO = 200  # torch stores members uncompressed; deflate of real data is ~1-3x
-
 _DATA_PKL = "data.pkl"
 _STORAGE_KEY = re.compile(r"^[0-9A-Za-z_]+$")
-_MAX_NDIM = 64  # numpy's own limit
 
 # torch.<Name>Storage -> the NumPy dtype of its elements (little-endian in the file unless
 # <archive>/byteorder says "big").
@@ -165,9 +160,9 @@ def _check_int(value: Any, what: str) -> int:
 
 
 def _check_int_tuple(value: Any, what: str) -> "tuple[int, ...]":
-    if type(value) is not tuple or len(value) > _MAX_NDIM:
+    if type(value) is not tuple or len(value) > limits.MAX_NDIM:
         raise WeightsFormatError(
-            f"{what} is {value!r:.80}; expected a tuple of at most {_MAX_NDIM} ints"
+            f"{what} is {value!r:.80}; expected a tuple of at most {limits.MAX_NDIM} ints"
         )
     return tuple(_check_int(item, f"{what} entry") for item in value)
 
@@ -324,14 +319,16 @@ class _Archive:
                 )
             self.members[info.filename] = info
             total += info.file_size
-            if total > MAX_CHECKPOINT_BYTES:
+            if total > limits.CHECKPOINT_MAX_BYTES:
                 raise WeightsFormatError(
-                    f"{self.path!r} declares more than {MAX_CHECKPOINT_BYTES} bytes of "
+                    f"{self.path!r} declares more than {limits.CHECKPOINT_MAX_BYTES} bytes of "
                     "uncompressed content; refused as a possible zip bomb (an MLP checkpoint "
                     "is far smaller)"
                 )
             compressed = info.compress_type != zipfile.ZIP_STORED
-            if compressed and info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1):
+            if compressed and info.file_size > limits.CHECKPOINT_MAX_DEFLATE_RATIO * max(
+                info.compress_size, 1
+            ):
                 raise WeightsFormatError(
                     f"{self.path!r}: member {info.filename!r} declares {info.file_size} bytes "
                     f"from {info.compress_size} compressed; refused as a possible zip bomb"
@@ -346,13 +343,15 @@ class _Archive:
         self.pickle_name = pickles[0]
         self.prefix = self.pickle_name[: -len(_DATA_PKL)]
 
-    def read(self, name: str, *, limit: int = MAX_CHECKPOINT_BYTES) -> bytes:
+    def read(self, name: str, *, limit: Optional[int] = None) -> bytes:
         info = self.members.get(name)
         if info is None:
             raise WeightsFormatError(
                 f"{self.path!r} lacks the member {name!r} that its data.pkl refers to; is the "
                 "checkpoint truncated?"
             )
+        if limit is None:
+            limit = limits.CHECKPOINT_MAX_BYTES
         if info.file_size > limit:
             raise WeightsFormatError(
                 f"{self.path!r}: member {name!r} declares {info.file_size} bytes; expected at "
@@ -494,7 +493,7 @@ def read_torch_state_dict(path: PathLike) -> Dict[str, np.ndarray]:
     WeightsFormatError
         If the file is not a torch zip checkpoint, a storage member is missing or of the wrong
         size, a tensor reaches outside its storage, the archive declares more than
-        ``MAX_CHECKPOINT_BYTES`` (2 GiB), or a tensor is bfloat16, complex or quantized.
+        ``limits.CHECKPOINT_MAX_BYTES`` (2 GiB), or a tensor is bfloat16, complex or quantized.
 
     Examples
     --------
@@ -519,7 +518,7 @@ def read_torch_state_dict(path: PathLike) -> Dict[str, np.ndarray]:
         ) from exc
     with zip_file:
         archive = _Archive(zip_file, path)
-        content = archive.read(archive.pickle_name, limit=MAX_PICKLE_BYTES)
+        content = archive.read(archive.pickle_name, limit=limits.CHECKPOINT_MAX_PICKLE_BYTES)
         try:
             # Nesting depth and opcode count bounded before anything is built: deep nesting
             # crashes Python in C code that recurses (hashing a tuple key, repr).
@@ -668,3 +667,8 @@ def state_dict_to_weights(state: Mapping[str, np.ndarray]) -> Dict[str, np.ndarr
         weights[f"W{number}"] = np.array(weight.T, order="C", copy=True)
         weights[f"b{number}"] = bias
     return weights
+
+
+def read_checkpoint_file(path: PathLike) -> WeightsFile:
+    weights = state_dict_to_weights(read_torch_state_dict(path))
+    return WeightsFile(check_weights(dict(weights), path, from_pickle=False), None, None, "torch")

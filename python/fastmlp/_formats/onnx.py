@@ -20,12 +20,15 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 import numpy as np
 
-from ._common import Layer, PathLike
-from ._optional import import_optional
-from .errors import WeightsFormatError
+from .._common import Layer, PathLike
+from .._optional import import_optional
+from ..errors import WeightsFormatError
+from . import metadata
+from .atomic import write_atomically
+from .weights import WeightsFile, check_weights
 
 if TYPE_CHECKING:
-    from ._model import MLP
+    from .._model import MLP
 
 __all__ = ["read_onnx", "write_onnx"]
 
@@ -38,7 +41,6 @@ _DEFAULT_DOMAINS = ("", "ai.onnx")
 # axis on); IR version 7 is what opset 13 shipped with, so older runtimes still load the file.
 _WRITE_OPSET = 13
 _WRITE_IR_VERSION = 7
-_METADATA_KEY = "fastmlp"
 
 
 def _import_onnx() -> Any:
@@ -490,7 +492,7 @@ def _exact_input_scale(model: Any, graph_scale: Optional[float]) -> Optional[flo
     if graph_scale is None:
         return None
     for prop in model.metadata_props:
-        if prop.key != _METADATA_KEY:
+        if prop.key != metadata.KEY:
             continue
         try:
             recorded = json.loads(prop.value).get("input_scale")
@@ -516,7 +518,7 @@ def write_onnx(model: "MLP", path: PathLike) -> pathlib.Path:
     model : MLP
         The model to write.
     path : str or os.PathLike
-        The file to create (overwritten if it exists).
+        The file to create (replaced atomically if it exists, as by :func:`fastmlp.save`).
 
     Returns
     -------
@@ -530,11 +532,20 @@ def write_onnx(model: "MLP", path: PathLike) -> pathlib.Path:
     TypeError
         If ``model`` is not a :class:`fastmlp.MLP`.
     """
-    from . import __version__
-    from ._model import MLP
+    from .._model import MLP
 
     if not isinstance(model, MLP):
         raise TypeError(f"model must be a fastmlp.MLP, got {type(model).__name__}")
+    content = onnx_bytes(model)
+    path = pathlib.Path(path)
+    write_atomically(path, lambda file: file.write(content))
+    return path
+
+
+def onnx_bytes(model: "MLP") -> bytes:
+    """The ONNX file :func:`write_onnx` writes for ``model``, as bytes (needs ``onnx``)."""
+    from .. import __version__
+
     onnx = _import_onnx()
     helper, numpy_helper = onnx.helper, onnx.numpy_helper
     element_type = helper.np_dtype_to_tensor_dtype(model.dtype)
@@ -586,13 +597,17 @@ def write_onnx(model: "MLP", path: PathLike) -> pathlib.Path:
         producer_name="fastmlp",
         producer_version=__version__,
     )
-    metadata = {
-        "fastmlp": 1,
-        "activations": list(model.activations),
-        "input_scale": model.input_scale,
-    }
-    helper.set_model_props(onnx_model, {_METADATA_KEY: json.dumps(metadata)})
+    helper.set_model_props(onnx_model, {metadata.KEY: metadata.metadata_json(model)})
     onnx.checker.check_model(onnx_model)
-    path = pathlib.Path(path)
-    path.write_bytes(onnx_model.SerializeToString())
-    return path
+    return onnx_model.SerializeToString()
+
+
+def read_onnx_file(path: PathLike) -> WeightsFile:
+    layers, input_scale = read_onnx(path)
+    weights: dict[str, np.ndarray] = {}
+    for number, (W, b, _) in enumerate(layers, start=1):
+        weights[f"W{number}"], weights[f"b{number}"] = np.asarray(W), np.asarray(b)
+    activations = tuple(activation for _, _, activation in layers)
+    return WeightsFile(
+        check_weights(weights, path, from_pickle=False), activations, input_scale, "onnx"
+    )

@@ -11,8 +11,7 @@ from typing import IO, Tuple
 
 import numpy as np
 
-# NumPy's own limit for headers it parses without being told the file is trusted.
-MAX_HEADER_BYTES = 10_000
+from . import limits
 
 
 class UnsupportedVersionError(ValueError):
@@ -32,10 +31,14 @@ def read_header(stream: IO[bytes]) -> Tuple[Tuple[int, ...], np.dtype]:
     try:
         version = np.lib.format.read_magic(stream)
         if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(stream, MAX_HEADER_BYTES)
+            shape, _, dtype = np.lib.format.read_array_header_1_0(
+                stream, limits.NPY_MAX_HEADER_BYTES
+            )
         elif version in ((2, 0), (3, 0)):
             # 3.0 differs from 2.0 only in allowing UTF-8 in field names.
-            shape, _, dtype = np.lib.format.read_array_header_2_0(stream, MAX_HEADER_BYTES)
+            shape, _, dtype = np.lib.format.read_array_header_2_0(
+                stream, limits.NPY_MAX_HEADER_BYTES
+            )
         else:
             raise UnsupportedVersionError(
                 f"format version {version[0]}.{version[1]}; expected version 1.0, 2.0 or 3.0"

@@ -13,25 +13,20 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Mapping
 from typing import IO, Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from ._common import PathLike
-
-from .errors import WeightsFormatError
+from .._common import PathLike
+from ..errors import WeightsFormatError
+from . import limits, metadata
+from .weights import WeightsFile, check_weights, layer_count
 
 __all__ = ["read_safetensors", "write_safetensors"]
 
 
-# The reference implementation's limit: a header longer than this is refused unread.
-MAX_HEADER_BYTES = 100_000_000
-# JSON values (counted from the commas and opening brackets) a header may hold: about 7 per
-# tensor, so room for some 28,000 tensors. Counted before json.loads, which would otherwise
-# spend about 15 bytes of memory and a microsecond per byte of a 100 MB header of tiny values
-# (1.5 GB and 38 s) before the header could be refused.
-MAX_HEADER_VALUES = 200_000
 _LENGTH_BYTES = 8
 _ALIGNMENT = 8  # the header is padded so that the data buffer starts 8-byte aligned
 _METADATA_KEY = "__metadata__"
@@ -142,11 +137,11 @@ def _parse_entry(name: str, entry: Any, fail: Any) -> _Tensor:
 def _parse_header(text: bytes, buffer_size: int, fail: Any) -> "tuple[list[_Tensor], dict]":
     # Counted on the bytes, in C, before decoding: a bound on the objects json.loads makes.
     values = text.count(b",") + text.count(b"{") + text.count(b"[")
-    if values > MAX_HEADER_VALUES:
+    if values > limits.SAFETENSORS_MAX_HEADER_VALUES:
         raise fail(
             f"the header holds about {values:,} JSON values, over the limit of "
-            f"{MAX_HEADER_VALUES:,} (some 28,000 tensors); refused before parsing, as parsing "
-            "it would take gigabytes of memory"
+            f"{limits.SAFETENSORS_MAX_HEADER_VALUES:,} (some 28,000 tensors); refused before "
+            "parsing, as parsing it would take gigabytes of memory"
         )
     try:
         decoded = text.decode("utf-8")
@@ -232,8 +227,11 @@ def read_safetensors(path: PathLike) -> "tuple[dict[str, np.ndarray], dict[str, 
             raise fail(
                 f"the header length says {header_size} bytes but only {available} bytes follow"
             )
-        if header_size > MAX_HEADER_BYTES:
-            raise fail(f"the header is {header_size} bytes long, over the {MAX_HEADER_BYTES} limit")
+        if header_size > limits.SAFETENSORS_MAX_HEADER_BYTES:
+            raise fail(
+                f"the header is {header_size} bytes long, over the "
+                f"{limits.SAFETENSORS_MAX_HEADER_BYTES} limit"
+            )
         text = file.read(header_size)
         if len(text) != header_size:
             raise fail(f"the file ends inside its {header_size}-byte header")
@@ -344,3 +342,61 @@ def write_safetensors(
     header, arrays = _prepare(tensors, metadata)  # validate before creating the file
     with open(path, "wb") as file:
         _write_prepared(file, header, arrays)
+
+
+def _name_runs(name: str) -> "tuple[tuple[int, Any], ...]":
+    # "fc2" -> ("fc", 2): digit runs compare as numbers, so "2" comes before "10".
+    return tuple(
+        (0, int(run)) if run.isdigit() else (1, run) for run in re.split(r"(\d+)", name) if run
+    )
+
+
+def _is_torch_state_dict(tensors: Mapping[str, np.ndarray]) -> bool:
+    # Module paths such as "0.weight" or "fc1.bias", as opposed to fastmlp's W1, b1, ...
+    return any("." in key or key in ("weight", "bias") for key in tensors)
+
+
+def _forward_order(tensors: Mapping[str, np.ndarray], path: PathLike) -> "list[str]":
+    """The keys of a state_dict read from safetensors, layer by layer in forward order.
+
+    safetensors keeps no order, so the order comes from the names, and only where names are
+    numbered: nn.Sequential's "0", "2", "10" or "fc1", "fc2". Names that differ in words
+    ("hidden", "output") give no order, and guessing one would silently give wrong outputs.
+    """
+    prefixes = sorted({key.rpartition(".")[0] for key in tensors}, key=_name_runs)
+    for before, after in zip(prefixes, prefixes[1:]):
+        first_difference = next(
+            (pair for pair in zip(_name_runs(before), _name_runs(after)) if pair[0] != pair[1]),
+            None,
+        )
+        if first_difference is None or first_difference[0][0] != 0 or first_difference[1][0] != 0:
+            raise WeightsFormatError(
+                f"{os.fspath(path)!r} holds a PyTorch state_dict whose layers {before!r} and "
+                f"{after!r} are not numbered, and safetensors records no order; expected "
+                "numbered layers (nn.Sequential's 0.weight, 2.weight, ... or fc1, fc2, ...). "
+                "Load the model with torch and use fastmlp.from_torch, or save it with "
+                "torch.save(model.state_dict(), path)"
+            )
+    rank = {prefix: index for index, prefix in enumerate(prefixes)}
+    return sorted(tensors, key=lambda key: (rank[key.rpartition(".")[0]], key))
+
+
+def read_safetensors_file(path: PathLike) -> WeightsFile:
+    tensors, recorded = read_safetensors(path)
+    if _is_torch_state_dict(tensors):
+        # safetensors.torch.save_file(model.state_dict()): Linear weights (out, in) by module
+        # name; the same conversion as a torch.save checkpoint, activations named by the caller.
+        from .torch_checkpoint import state_dict_to_weights
+
+        ordered = {key: tensors[key] for key in _forward_order(tensors, path)}
+        try:
+            converted = dict(state_dict_to_weights(ordered))
+        except WeightsFormatError as exc:
+            raise WeightsFormatError(f"{os.fspath(path)!r}: {exc}") from None
+        return WeightsFile(check_weights(converted, path, from_pickle=False), None, None, "torch")
+    weights = check_weights(tensors, path, from_pickle=False)
+    record = recorded.get(metadata.KEY)
+    if record is None:
+        return WeightsFile(weights, None, None, "safetensors")
+    activations, input_scale = metadata.parse_metadata(record, path, layer_count(weights))
+    return WeightsFile(weights, activations, input_scale, "safetensors")
