@@ -1,4 +1,5 @@
-"""Prediction over memory-mapped input, a row chunk at a time, handing the pages back after each.
+"""Memory-mapped input, for ``MLP._forward_in_chunks``: which arrays to chunk, how, and handing
+each chunk's pages back.
 
 A ``np.memmap`` (or any array whose memory is an ``mmap``) is read by page faults: every page
 the kernel touches stays mapped into the process, and counts in its resident memory, until the
@@ -12,14 +13,9 @@ are bit-identical to a single call.
 from __future__ import annotations
 
 import mmap
-from typing import TYPE_CHECKING, Any, Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
-
-from ._common import check_out
-
-if TYPE_CHECKING:
-    from ._model import MLP
 
 # About this many bytes of input per chunk: large enough that the per-call overhead and the
 # thread start-up vanish against the work (a 784-pixel uint8 row is 784 B, so ~85,000 rows),
@@ -129,46 +125,3 @@ def release_pages(array: np.ndarray) -> bool:
     except (OSError, ValueError):
         return False
     return True
-
-
-def forward_in_chunks(
-    model: "MLP",
-    X: np.ndarray,
-    batch_size: Optional[int],
-    threads: Optional[int],
-    out: Optional[np.ndarray],
-    log: bool,
-) -> Optional[np.ndarray]:
-    """``model._forward`` over memory-mapped ``X``, chunk by chunk; None to use the plain path.
-
-    The plain path takes over where chunking cannot help: a shape that does not fit the model
-    (it raises the usual error) or an ``out`` that overlaps ``X``.
-    """
-    n_features = int(np.prod(X.shape[1:], dtype=np.int64))
-    if n_features != model.n_features_in_ or X.dtype.kind not in "fiu":
-        return None
-    shape = (X.shape[0], model.n_outputs_)
-    if out is None:
-        result = np.empty(shape, dtype=model.dtype)
-    else:
-        result = check_out(out, shape, model.dtype)
-        if np.may_share_memory(result, X):
-            return None
-    for rows in row_chunks(X.shape[0], rows_per_chunk(X)):
-        model._forward(X[rows], batch_size, threads, result[rows], log)
-        release_pages(X[rows])
-    return result
-
-
-def predict_in_chunks(
-    model: "MLP", X: np.ndarray, batch_size: Optional[int], threads: Optional[int]
-) -> Optional[np.ndarray]:
-    """``model.predict`` over memory-mapped ``X``, chunk by chunk; None to use the plain path."""
-    n_features = int(np.prod(X.shape[1:], dtype=np.int64))
-    if n_features != model.n_features_in_ or X.dtype.kind not in "fiu":
-        return None
-    labels = np.empty(X.shape[0], dtype=np.int64)
-    for rows in row_chunks(X.shape[0], rows_per_chunk(X)):
-        labels[rows] = model.predict(X[rows], batch_size, threads=threads)
-        release_pages(X[rows])
-    return labels

@@ -161,6 +161,9 @@ class MLP:
             list(activations),
             1.0 if input_scale is None else input_scale,
         )
+        # Bound once: looking them up on each call is a visible share of a one-row call.
+        self._run_direct = self._packed.run_direct
+        self._predict_direct = self._packed.predict_direct
 
     @classmethod
     def from_dict(
@@ -370,41 +373,71 @@ class MLP:
         threads: Optional[int],
         out: Optional[np.ndarray],
         log: bool,
-    ) -> np.ndarray:
+        labels: bool,
+    ) -> Any:
+        """The one route from ``X`` to the core: each row's outputs, or its label (``labels``).
+
+        First the core's low-latency path, for a call with nothing but ``X`` (and ``threads``):
+        the core checks X's type, size, dtype, shape and layout itself and allocates the
+        result. It passes over (None) what is not exactly an ndarray or is larger than a chunk,
+        and refuses (``TypeError``/``ValueError``) the rest, among them results it leaves to
+        NumPy to allocate ("the result is large"): this is the one place such a refusal is
+        taken as "use the validated path", which converts what it can, explains what it
+        cannot, and runs memory-mapped input in chunks.
+        """
         if (
             batch_size is None
             and out is None
             and (threads is None or (type(threads) is int and 0 < threads <= MAX_THREADS))
         ):
-            # The low-latency path: the core checks X's type, size, dtype, shape and layout
-            # itself and allocates the result. Anything it refuses goes through the validating
-            # path, which converts what it can and explains what it cannot; anything it passes
-            # over (None: not exactly an ndarray, or larger than a chunk) continues below.
             try:
-                result = self._packed.run_direct(X, threads, _mapped.CHUNK_BYTES, log)
+                if labels:
+                    result = self._predict_direct(X, threads, _mapped.CHUNK_BYTES)
+                else:
+                    result = self._run_direct(X, threads, _mapped.CHUNK_BYTES, log)
             except (TypeError, ValueError):
-                return self._forward_validated(X, batch_size, threads, out, log)
+                result = None
             if result is not None:
                 return result
-        return self._forward_general(X, batch_size, threads, out, log)
+        refuse_masked(X, "X")
+        if isinstance(X, np.ndarray) and X.nbytes > _mapped.CHUNK_BYTES and _mapped.should_chunk(X):
+            result = self._forward_in_chunks(X, batch_size, threads, out, log, labels)
+            if result is not None:
+                return result
+        return self._forward_validated(X, batch_size, threads, out, log, labels)
 
-    def _forward_general(
+    def _forward_in_chunks(
         self,
-        X: Any,
+        X: np.ndarray,
         batch_size: Optional[int],
         threads: Optional[int],
         out: Optional[np.ndarray],
         log: bool,
-    ) -> np.ndarray:
-        """The forward pass for what the core's direct path passed over."""
-        refuse_masked(X, "X")
-        if isinstance(X, np.ndarray) and X.nbytes > _mapped.CHUNK_BYTES and _mapped.should_chunk(X):
-            # Memory-mapped input larger than a chunk: run it in row chunks, handing each
-            # chunk's pages back to the kernel, so a file larger than memory never is read in.
-            result = _mapped.forward_in_chunks(self, X, batch_size, threads, out, log)
-            if result is not None:
-                return result
-        return self._forward_validated(X, batch_size, threads, out, log)
+        labels: bool,
+    ) -> Optional[np.ndarray]:
+        """Memory-mapped ``X`` larger than a chunk, run a chunk of rows at a time, each chunk's
+        pages handed back to the kernel after it (see :mod:`fastmlp._mapped`), so a file larger
+        than memory is never read in whole. None where chunking cannot help: a shape that does
+        not fit the model (the validated path raises the usual error) or an ``out`` that
+        overlaps ``X``.
+        """
+        n_features = int(np.prod(X.shape[1:], dtype=np.int64))
+        if n_features != self._n_features or X.dtype.kind not in "fiu":
+            return None
+        if labels:
+            result = np.empty(X.shape[0], dtype=np.int64)
+        else:
+            shape = (X.shape[0], self._n_outputs)
+            if out is None:
+                result = np.empty(shape, dtype=self._dtype)
+            else:
+                result = check_out(out, shape, self._dtype)
+                if np.may_share_memory(result, X):
+                    return None
+        for rows in _mapped.row_chunks(X.shape[0], _mapped.rows_per_chunk(X)):
+            self._forward_validated(X[rows], batch_size, threads, result[rows], log, labels)
+            _mapped.release_pages(X[rows])
+        return result
 
     def _forward_validated(
         self,
@@ -413,30 +446,40 @@ class MLP:
         threads: Optional[int],
         out: Optional[np.ndarray],
         log: bool,
-    ) -> np.ndarray:
-        """The forward pass after Python-side conversion and checks of every argument."""
+        labels: bool,
+    ) -> Any:
+        """The forward pass after Python-side conversion and checks of every argument.
+
+        With ``labels``, ``out`` is an int64 buffer of this module's own (chunks), never the
+        caller's: ``predict`` takes none.
+        """
         rows, single = self._rows(X)
         n_rows = rows.shape[0]
-        outputs = self._n_outputs
-        if threads is not None:
-            threads = check_threads(threads)
-        shape = (outputs,) if single else (n_rows, outputs)
-        if out is None:
-            result = np.empty(shape, dtype=self._dtype)
-        else:
-            result = check_out(out, shape, self._dtype)
-            if np.may_share_memory(result, rows):
-                rows = rows.copy()
-        matrix = result.reshape(n_rows, outputs) if single else result
         size = self._batch_size(batch_size)
-        if size is None or size >= n_rows:
-            self._packed.forward(rows, matrix, threads, log)
+        threads = check_threads(threads)
+        if labels:
+            result = np.empty(n_rows, dtype=np.int64) if out is None else out
+            matrix = result
         else:
-            for start in range(0, n_rows, size):
-                self._packed.forward(
-                    rows[start : start + size], matrix[start : start + size], threads, log
-                )
-        return result
+            outputs = self._n_outputs
+            shape = (outputs,) if single else (n_rows, outputs)
+            if out is None:
+                result = np.empty(shape, dtype=self._dtype)
+            else:
+                result = check_out(out, shape, self._dtype)
+                if np.may_share_memory(result, rows):
+                    rows = rows.copy()
+            matrix = result.reshape(n_rows, outputs) if single else result
+        if size is None or size >= n_rows:
+            batches = [slice(None)]
+        else:
+            batches = [slice(start, start + size) for start in range(0, n_rows, size)]
+        for batch in batches:
+            if labels:
+                self._packed.predict(rows[batch], matrix[batch], threads)
+            else:
+                self._packed.forward(rows[batch], matrix[batch], threads, log)
+        return result[0] if labels and single else result
 
     def predict_proba(
         self,
@@ -473,20 +516,7 @@ class MLP:
         TypeError
             If X is boolean, complex, object or string data.
         """
-        if (
-            batch_size is None
-            and out is None
-            and (threads is None or (type(threads) is int and 0 < threads <= MAX_THREADS))
-        ):
-            # _forward's direct path, inlined: one MNIST image costs about 1.5 us in all, and
-            # the extra Python call would be a visible share of it.
-            try:
-                result = self._packed.run_direct(X, threads, _mapped.CHUNK_BYTES)
-            except (TypeError, ValueError):
-                return self._forward_validated(X, batch_size, threads, out, log=False)
-            if result is not None:
-                return result
-        return self._forward_general(X, batch_size, threads, out, log=False)
+        return self._forward(X, batch_size, threads, out, False, False)
 
     def predict_log_proba(
         self,
@@ -511,7 +541,7 @@ class MLP:
                 "predict_log_proba needs a softmax output layer; "
                 f"this model's is {self.out_activation_!r}"
             )
-        return self._forward(X, batch_size, threads, out, log=True)
+        return self._forward(X, batch_size, threads, out, True, False)
 
     def predict(
         self, X: Any, batch_size: Optional[int] = None, *, threads: Optional[int] = None
@@ -523,36 +553,12 @@ class MLP:
         are returned. The argmax runs inside the kernel; probabilities are never materialised.
         NaN outputs follow ``np.argmax``: the first NaN wins.
         """
-        if (
-            self._labels_are_argmax
-            and batch_size is None
-            and (threads is None or (type(threads) is int and 0 < threads <= MAX_THREADS))
-        ):
-            # As in predict_proba: one image's label costs about as much as its probabilities.
-            try:
-                labels = self._packed.predict_direct(X, threads, _mapped.CHUNK_BYTES)
-            except (TypeError, ValueError):
-                labels = None  # the general path below converts X or explains the refusal
-            if labels is not None:
-                return labels
-        if not self._labels_are_argmax:
-            values = self.predict_proba(X, batch_size, threads=threads)
-            if self.out_activation_ == "identity":
-                return values
-            return (values[..., 0] > 0.5).astype(np.int64)  # a single sigmoid output
-        refuse_masked(X, "X")
-        if isinstance(X, np.ndarray) and X.nbytes > _mapped.CHUNK_BYTES and _mapped.should_chunk(X):
-            labels = _mapped.predict_in_chunks(self, X, batch_size, threads)  # as in _forward
-            if labels is not None:
-                return labels
-        rows, single = self._rows(X)
-        size = self._batch_size(batch_size)
-        threads = check_threads(threads)
-        labels = np.empty(rows.shape[0], dtype=np.int64)
-        step = size or max(rows.shape[0], 1)
-        for start in range(0, rows.shape[0], step):
-            self._packed.predict(rows[start : start + step], labels[start : start + step], threads)
-        return labels[0] if single else labels
+        if self._labels_are_argmax:
+            return self._forward(X, batch_size, threads, None, False, True)
+        values = self.predict_proba(X, batch_size, threads=threads)
+        if self.out_activation_ == "identity":
+            return values
+        return (values[..., 0] > 0.5).astype(np.int64)  # a single sigmoid output
 
     def score(
         self, X: Any, y: Any, batch_size: Optional[int] = None, *, threads: Optional[int] = None
