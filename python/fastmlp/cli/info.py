@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import sys
+from typing import Any
 
 import numpy as np
 
-from . import _core
+from .. import _core
 
 # The build facts worth a line of their own, in the order a reader looks for them.
 BUILD_FIELDS = (
@@ -72,6 +74,16 @@ def info_lines() -> list[str]:
     return lines
 
 
-def run_info() -> int:
+def add_parser(commands: Any) -> None:
+    commands.add_parser(
+        "info",
+        help="print versions, the CPU, dispatch level, threads and build: for bug reports",
+        description="Print what a bug report needs: the fastmlp, Python and NumPy versions, "
+        "the CPU model, the instruction-set level and the features dispatch checked, the "
+        "default thread count, and how the compiled core was built.",
+    )
+
+
+def run(options: argparse.Namespace) -> int:
     print("\n".join(info_lines()))
     return 0
