@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import fastmlp
+from fastmlp._common import available_cores
 from fastmlp.errors import DataFormatError
 
 da = pytest.importorskip("dask.array", reason='Dask is not installed (pip install "fastmlp[dask]")')
@@ -210,7 +211,7 @@ def test_model_is_deserialised_once_per_worker_not_per_task(client, model, clust
 
 
 def test_threads_per_task_do_not_oversubscribe_the_host(client):
-    cores = client.run(fdask._available_cores)
+    cores = client.run(available_cores)
     assert len(cores) == WORKERS
     plan = fdask._plan_threads(client.nthreads(), cores)
     host_cores = max(cores.values())
@@ -407,7 +408,7 @@ def test_local_threads_share_the_cores(local_scheduler):
     import dask.local
     import dask.threaded
 
-    cores = fdask._available_cores()
+    cores = available_cores()
     assert fdask._local_threads(dask.local.get_sync) == cores
     with dask.config.set(num_workers=1):
         assert fdask._local_threads(dask.threaded.get) == cores

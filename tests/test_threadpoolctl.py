@@ -11,6 +11,7 @@ import pytest
 
 import fastmlp
 from fastmlp import _threadpool
+from fastmlp._common import available_cores
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
 if not hasattr(threadpoolctl, "register"):  # pragma: no cover - threadpoolctl < 3.5
@@ -134,7 +135,7 @@ def test_environment_threads_parsing(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "0")
     assert _threadpool.environment_threads() == 0
     monkeypatch.setenv("OMP_NUM_THREADS", "100000")
-    assert _threadpool.environment_threads() == _threadpool._cores()
+    assert _threadpool.environment_threads() == available_cores()
     monkeypatch.setenv("FASTMLP_NUM_THREADS", "1")
     assert _threadpool.environment_threads() == 0
 

@@ -180,20 +180,12 @@ def sgemm_call(size: int = SGEMM_SIZE) -> "tuple[Callable[[], object], float]":
 
 
 def machine_description() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
     from . import _core
+    from .cli.info import cpu_model
 
     python = f"{platform.python_implementation()} {platform.python_version()}"
     return (
-        f"{cpu}, {os.cpu_count()} logical CPUs, fastmlp level {_core.cpu_level()}, "
+        f"{cpu_model()}, {os.cpu_count()} logical CPUs, fastmlp level {_core.cpu_level()}, "
         f"{python}, NumPy {np.__version__}"
     )
 

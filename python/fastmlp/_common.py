@@ -26,6 +26,14 @@ PathLike = Union[str, "os.PathLike[str]"]
 Layer = Tuple[np.ndarray, np.ndarray, str]
 
 
+def available_cores() -> int:
+    """The logical CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def refuse_masked(x: Any, what: str) -> None:
     """A ``TypeError`` for a masked array: ``np.asarray`` would drop its mask silently."""
     if isinstance(x, np.ma.MaskedArray):
@@ -36,19 +44,33 @@ def refuse_masked(x: Any, what: str) -> None:
         )
 
 
-def check_threads(threads: Optional[int]) -> Optional[int]:
-    """A call's ``threads=`` argument validated: None, or an int >= 1 (capped)."""
-    if threads is None:
+def check_count(value: Optional[int], name: str) -> Optional[int]:
+    """A call's ``threads=`` or ``batch_size=`` argument validated: None, or an int >= 1."""
+    if value is None:
         return None
     try:
-        count = operator.index(threads)
+        count = operator.index(value)
     except TypeError:
-        raise TypeError(f"threads must be a positive int or None, got {threads!r}") from None
+        raise TypeError(f"{name} must be a positive int or None, got {value!r}") from None
     if count < 1:
-        raise ValueError(f"threads must be at least 1, got {count}")
-    # The core caps the count at the available cores anyway; capping here keeps huge values
-    # from overflowing its integer type.
-    return min(count, MAX_THREADS)
+        raise ValueError(f"{name} must be at least 1, got {count}")
+    return count
+
+
+def check_threads(threads: Optional[int]) -> Optional[int]:
+    """A call's ``threads=`` argument validated, and capped: the core caps the count at the
+    available cores anyway; capping here keeps huge values from overflowing its integer type."""
+    count = check_count(threads, "threads")
+    return None if count is None else min(count, MAX_THREADS)
+
+
+def check_input_dtype(dtype: np.dtype, what: str) -> None:
+    """A ``TypeError`` unless ``what`` (model input) holds real numbers."""
+    if dtype.kind not in "fiu":
+        raise TypeError(
+            f"{what} has dtype {dtype}; expected uint8, float32 or float64 "
+            "(other integer and float dtypes are converted to the model's dtype)"
+        )
 
 
 def check_out(out: Any, shape: tuple, dtype: np.dtype) -> np.ndarray:

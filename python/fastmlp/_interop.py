@@ -17,8 +17,8 @@ from ._model import MLP
 __all__ = ["from_keras", "from_onnx", "from_sklearn"]
 
 
-# scikit-learn's activation names -> fastmlp's.
-_SKLEARN_HIDDEN = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
+# scikit-learn's hidden activation names -> fastmlp's (fastmlp.sklearn reads them too).
+SKLEARN_HIDDEN = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
 _SKLEARN_ESTIMATORS = ("MLPClassifier", "MLPRegressor")
 
 # Keras activation function names -> fastmlp's.
@@ -111,12 +111,12 @@ def from_sklearn(estimator: Any, *, input_scale: Optional[float] = None, dtype: 
             "expected the same number, at least one"
         )
     hidden_name = estimator.activation
-    if hidden_name not in _SKLEARN_HIDDEN:
+    if hidden_name not in SKLEARN_HIDDEN:
         raise ValueError(
             f"the {kind} uses activation={hidden_name!r}; fastmlp supports "
-            f"{', '.join(map(repr, _SKLEARN_HIDDEN))}"
+            f"{', '.join(map(repr, SKLEARN_HIDDEN))}"
         )
-    hidden = _SKLEARN_HIDDEN[hidden_name]
+    hidden = SKLEARN_HIDDEN[hidden_name]
     layers: List[Layer] = [(W, b, hidden) for W, b in zip(coefs[:-1], intercepts[:-1])]
     W, b = np.asarray(coefs[-1]), np.asarray(intercepts[-1])
     if out_activation == "logistic" and W.shape[1] == 1:

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import math
-import operator
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
 from . import _core, _mapped
-from ._common import ACTIVATIONS, MAX_THREADS, Layer, check_out, check_threads, refuse_masked
+from ._common import (
+    ACTIVATIONS,
+    MAX_THREADS,
+    Layer,
+    check_count,
+    check_input_dtype,
+    check_out,
+    check_threads,
+    refuse_masked,
+)
 
 __all__ = ["MLP"]
 
@@ -322,11 +330,7 @@ class MLP:
             refuse_masked(X, "X")
             X = np.asarray(X)
         if X.dtype not in _INPUT_DTYPES:
-            if X.dtype.kind not in "fiu":
-                raise TypeError(
-                    f"X has dtype {X.dtype}; expected uint8, float32 or float64 "
-                    "(other integer and float dtypes are converted to the model's dtype)"
-                )
+            check_input_dtype(X.dtype, "X")
             X = X.astype(self._dtype)
         K = self._n_features
         ndim = X.ndim
@@ -351,20 +355,6 @@ class MLP:
         elif not rows.flags.aligned:
             rows = rows.copy()  # the core reads whole aligned elements
         return rows, single
-
-    @staticmethod
-    def _batch_size(batch_size: Optional[int]) -> Optional[int]:
-        if batch_size is None:
-            return None
-        try:
-            size = operator.index(batch_size)
-        except TypeError:
-            raise TypeError(
-                f"batch_size must be a positive int or None, got {batch_size!r}"
-            ) from None
-        if size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {size}")
-        return size
 
     def _forward(
         self,
@@ -455,7 +445,7 @@ class MLP:
         """
         rows, single = self._rows(X)
         n_rows = rows.shape[0]
-        size = self._batch_size(batch_size)
+        size = check_count(batch_size, "batch_size")
         threads = check_threads(threads)
         if labels:
             result = np.empty(n_rows, dtype=np.int64) if out is None else out

@@ -16,6 +16,7 @@ import sys
 from typing import Any, Optional, Sequence
 
 from . import _core
+from ._common import available_cores
 
 __all__ = ["environment_threads", "initial_threads", "install"]
 
@@ -36,14 +37,7 @@ def environment_threads() -> int:
         count = int(value)
     except ValueError:
         return 0
-    return min(count, _cores()) if count > 0 else 0
-
-
-def _cores() -> int:
-    try:
-        return max(len(os.sched_getaffinity(0)), 1)
-    except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
+    return min(count, available_cores()) if count > 0 else 0
 
 
 def _core_path() -> str:

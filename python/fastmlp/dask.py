@@ -39,7 +39,7 @@ from typing import Any, Dict, Optional, Sequence, Union
 
 import numpy as np
 
-from ._common import PathLike, check_threads
+from ._common import PathLike, available_cores, check_input_dtype, check_threads
 from ._optional import import_optional
 from ._model import MLP
 from .datasets import read_npy
@@ -54,14 +54,6 @@ ThreadPlan = Union[int, Dict[str, int]]
 
 def _import_dask_array() -> Any:
     return import_optional("dask.array", extra="dask", needed_by="fastmlp.dask", package="Dask")
-
-
-def _available_cores() -> int:
-    """The cores this process may run on (its CPU affinity where the OS reports one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 # -- inputs --------------------------------------------------------------------------------
@@ -106,14 +98,6 @@ def _not_a_collection(X: Any, function: str) -> TypeError:
     )
 
 
-def _check_numeric(dtype: np.dtype, what: str) -> None:
-    if dtype.kind not in "fiu":
-        raise TypeError(
-            f"{what} has dtype {dtype}; expected uint8, float32 or float64 "
-            "(other integer and float dtypes are converted to the model's dtype)"
-        )
-
-
 def _rows_only(X: Any, model: MLP) -> Any:
     """``X`` checked against the model and chunked along rows only."""
     if X.ndim < 2:
@@ -133,7 +117,7 @@ def _rows_only(X: Any, model: MLP) -> Any:
             f"X has shape {X.shape}: {features} features per row, but the model expects "
             f"{model.n_features_in_} (shape (N, {model.n_features_in_}))"
         )
-    _check_numeric(np.dtype(X.dtype), "X")
+    check_input_dtype(np.dtype(X.dtype), "X")
     if any(len(chunks) > 1 for chunks in X.chunks[1:]):
         # Every output row needs all of its row's features, and the kernel computes the whole
         # network per row: splitting the features would need partial first-layer sums added
@@ -160,7 +144,7 @@ def _local_threads(get: Any) -> int:
     import dask
     import dask.local
 
-    cores = _available_cores()
+    cores = available_cores()
     if get is dask.local.get_sync:
         return cores  # one task at a time
     workers = dask.config.get("num_workers", None)
@@ -216,7 +200,7 @@ def _placement(model: MLP, X: Any, threads: Optional[int]) -> "tuple[Any, Thread
     future = client.scatter({key: model}, broadcast=True)[key]
     if threads is not None:
         return future, threads
-    return future, _plan_threads(client.nthreads(), client.run(_available_cores))
+    return future, _plan_threads(client.nthreads(), client.run(available_cores))
 
 
 def _threads_here(plan: ThreadPlan) -> int:

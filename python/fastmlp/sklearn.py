@@ -27,6 +27,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone  
 from sklearn.neural_network import MLPClassifier as _SklearnMLPClassifier  # noqa: E402
 from sklearn.neural_network import MLPRegressor as _SklearnMLPRegressor  # noqa: E402
 from sklearn.utils.validation import check_is_fitted  # noqa: E402
+from fastmlp._interop import SKLEARN_HIDDEN  # noqa: E402
 from fastmlp._model import MLP  # noqa: E402
 
 try:  # scikit-learn >= 1.6
@@ -43,7 +44,6 @@ __all__ = [
 ]
 
 # scikit-learn's activation names -> fastmlp's, for hidden layers and for the output layer.
-_HIDDEN = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
 _OUTPUT = {"identity": "identity", "logistic": "sigmoid", "softmax": "softmax"}
 _FLOAT_INPUTS = (np.dtype(np.float64), np.dtype(np.float32))
 
@@ -91,13 +91,14 @@ def _mlp_layers(
     feature), folded into the first layer in float64.
     """
     kind = type(estimator).__name__
-    hidden = _HIDDEN.get(estimator.activation)
+    hidden = SKLEARN_HIDDEN.get(estimator.activation)
     output = _OUTPUT.get(estimator.out_activation_)
     if hidden is None or output is None:
         raise ValueError(
             f"the {kind} uses activation={estimator.activation!r} and out_activation_="
             f"{estimator.out_activation_!r}; fastmlp runs the hidden activations "
-            f"{', '.join(map(repr, _HIDDEN))} and the outputs {', '.join(map(repr, _OUTPUT))}"
+            f"{', '.join(map(repr, SKLEARN_HIDDEN))} and the outputs "
+            f"{', '.join(map(repr, _OUTPUT))}"
         )
     coefs, intercepts = list(estimator.coefs_), list(estimator.intercepts_)
     if scale is not None and shift is not None:
@@ -168,7 +169,7 @@ class _FastForward:
         if entry is _TRAINING:
             return None
         if (
-            self.activation not in _HIDDEN  # type: ignore[attr-defined]
+            self.activation not in SKLEARN_HIDDEN  # type: ignore[attr-defined]
             or self.out_activation_ not in _OUTPUT  # type: ignore[attr-defined]
         ):
             return None  # e.g. loss="poisson"'s exp output: scikit-learn's own forward pass

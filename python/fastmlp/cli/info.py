@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from .. import _core
+from .._common import available_cores
 
 # The build facts worth a line of their own, in the order a reader looks for them.
 BUILD_FIELDS = (
@@ -43,13 +44,6 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
-def available_cpus() -> int:
-    """The logical CPUs this process may run on (its affinity mask where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def info_lines() -> list[str]:
     """The report ``fastmlp info`` prints, one fact per line."""
     build = _core.build_info()
@@ -63,7 +57,7 @@ def info_lines() -> list[str]:
         f"({sys.executable})",
         f"NumPy: {np.__version__}",
         f"platform: {platform.platform()}",
-        f"CPU: {cpu_model()} ({available_cpus()} logical CPUs available)",
+        f"CPU: {cpu_model()} ({available_cores()} logical CPUs available)",
         f"dispatch level: {_core.cpu_level()} "
         f"(this CPU can run: {', '.join(_core.supported_levels())})",
         f"CPU features dispatch checks: {seen}",
