@@ -172,7 +172,7 @@ def from_torch_checkpoint(
 ) -> MLP:
     """Load ``torch.save(model.state_dict(), path)`` of Linear layers, without torch.
 
-    The file is read by :func:`fastmlp._torch_checkpoint.read_torch_state_dict`, which never
+    The file is read by :func:`fastmlp._formats.torch_checkpoint.read_torch_state_dict`, which never
     runs code from the pickle inside. A state_dict holds weights only, so the activations
     must be named.
 
@@ -201,7 +201,7 @@ def from_torch_checkpoint(
         If neither ``activations`` nor ``output`` (and ``hidden`` for several layers) is
         given, both forms are, or ``activations`` has the wrong length.
     UnsafePickleError, WeightsFormatError
-        As :func:`~fastmlp._torch_checkpoint.read_torch_state_dict`, and if the state_dict
+        As :func:`~fastmlp._formats.torch_checkpoint.read_torch_state_dict`, and if the state_dict
         holds anything but Linear weights and biases.
 
     Examples

@@ -64,7 +64,7 @@ _ELEMENT_TYPES: Dict[int, Tuple[str, Any]] = {
     13: ("uint64", np.uint64),
 }
 
-# Ops the dense chain is made of (the layers themselves are read by fastmlp._onnx).
+# Ops the dense chain is made of (the layers themselves are read by fastmlp._formats.onnx).
 _BEFORE_FIRST_LAYER = ("Cast", "Flatten", "Reshape", "Mul")
 _LAYER_OPS = ("Gemm", "MatMul", "Add", "Identity", *_ACTIVATION_OPS)
 _POST_OPS = (
@@ -138,7 +138,7 @@ def _node_arg(value_info: Any) -> NodeArg:
 
 
 class _SessionGraphReader(_GraphReader):
-    """fastmlp._onnx's reader, also indexing ONNX-ML nodes (skl2onnx's label outputs)."""
+    """fastmlp._formats.onnx's reader, also indexing ONNX-ML nodes (skl2onnx's label outputs)."""
 
     def _check_domain(self, node: Any) -> None:
         """Accepts ONNX-ML nodes too: the session runs the ones it knows and refuses the rest,
