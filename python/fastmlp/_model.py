@@ -21,6 +21,9 @@ from ._common import (
 
 __all__ = ["MLP"]
 
+# What MLP._forward computes: each row's outputs, their log (a log-softmax output), its label.
+_VALUES, _LOG_VALUES, _LABELS = 0, 1, 2
+
 _INPUT_DTYPES = frozenset(np.dtype(t) for t in (np.uint8, np.float32, np.float64))
 
 
@@ -169,9 +172,14 @@ class MLP:
             list(activations),
             1.0 if input_scale is None else input_scale,
         )
-        # Bound once: looking them up on each call is a visible share of a one-row call.
-        self._run_direct = self._packed.run_direct
-        self._predict_direct = self._packed.predict_direct
+        # The core's direct path for each route mode, bound once: looking it up on each call
+        # is a visible share of a one-row call (and functools.partial's keyword merge more).
+        run_direct = self._packed.run_direct
+
+        def run_direct_log(X: Any, threads: Optional[int], max_bytes: int) -> Any:
+            return run_direct(X, threads, max_bytes, True)
+
+        self._direct = (run_direct, run_direct_log, self._packed.predict_direct)
 
     @classmethod
     def from_dict(
@@ -362,10 +370,10 @@ class MLP:
         batch_size: Optional[int],
         threads: Optional[int],
         out: Optional[np.ndarray],
-        log: bool,
-        labels: bool,
+        mode: int,
     ) -> Any:
-        """The one route from ``X`` to the core: each row's outputs, or its label (``labels``).
+        """The one route from ``X`` to the core: each row's outputs (``_VALUES``), their log
+        (``_LOG_VALUES``: a log-softmax output), or its label (``_LABELS``).
 
         First the core's low-latency path, for a call with nothing but ``X`` (and ``threads``):
         the core checks X's type, size, dtype, shape and layout itself and allocates the
@@ -381,20 +389,17 @@ class MLP:
             and (threads is None or (type(threads) is int and 0 < threads <= MAX_THREADS))
         ):
             try:
-                if labels:
-                    result = self._predict_direct(X, threads, _mapped.CHUNK_BYTES)
-                else:
-                    result = self._run_direct(X, threads, _mapped.CHUNK_BYTES, log)
+                result = self._direct[mode](X, threads, _mapped.CHUNK_BYTES)
             except (TypeError, ValueError):
                 result = None
             if result is not None:
                 return result
         refuse_masked(X, "X")
         if isinstance(X, np.ndarray) and X.nbytes > _mapped.CHUNK_BYTES and _mapped.should_chunk(X):
-            result = self._forward_in_chunks(X, batch_size, threads, out, log, labels)
+            result = self._forward_in_chunks(X, batch_size, threads, out, mode)
             if result is not None:
                 return result
-        return self._forward_validated(X, batch_size, threads, out, log, labels)
+        return self._forward_validated(X, batch_size, threads, out, mode)
 
     def _forward_in_chunks(
         self,
@@ -402,8 +407,7 @@ class MLP:
         batch_size: Optional[int],
         threads: Optional[int],
         out: Optional[np.ndarray],
-        log: bool,
-        labels: bool,
+        mode: int,
     ) -> Optional[np.ndarray]:
         """Memory-mapped ``X`` larger than a chunk, run a chunk of rows at a time, each chunk's
         pages handed back to the kernel after it (see :mod:`fastmlp._mapped`), so a file larger
@@ -414,7 +418,7 @@ class MLP:
         n_features = int(np.prod(X.shape[1:], dtype=np.int64))
         if n_features != self._n_features or X.dtype.kind not in "fiu":
             return None
-        if labels:
+        if mode == _LABELS:
             result = np.empty(X.shape[0], dtype=np.int64)
         else:
             shape = (X.shape[0], self._n_outputs)
@@ -425,7 +429,7 @@ class MLP:
                 if np.may_share_memory(result, X):
                     return None
         for rows in _mapped.row_chunks(X.shape[0], _mapped.rows_per_chunk(X)):
-            self._forward_validated(X[rows], batch_size, threads, result[rows], log, labels)
+            self._forward_validated(X[rows], batch_size, threads, result[rows], mode)
             _mapped.release_pages(X[rows])
         return result
 
@@ -435,16 +439,16 @@ class MLP:
         batch_size: Optional[int],
         threads: Optional[int],
         out: Optional[np.ndarray],
-        log: bool,
-        labels: bool,
+        mode: int,
     ) -> Any:
         """The forward pass after Python-side conversion and checks of every argument.
 
-        With ``labels``, ``out`` is an int64 buffer of this module's own (chunks), never the
+        For ``_LABELS``, ``out`` is an int64 buffer of this module's own (chunks), never the
         caller's: ``predict`` takes none.
         """
         rows, single = self._rows(X)
         n_rows = rows.shape[0]
+        labels, log = mode == _LABELS, mode == _LOG_VALUES
         size = check_count(batch_size, "batch_size")
         threads = check_threads(threads)
         if labels:
@@ -506,7 +510,7 @@ class MLP:
         TypeError
             If X is boolean, complex, object or string data.
         """
-        return self._forward(X, batch_size, threads, out, False, False)
+        return self._forward(X, batch_size, threads, out, _VALUES)
 
     def predict_log_proba(
         self,
@@ -531,7 +535,7 @@ class MLP:
                 "predict_log_proba needs a softmax output layer; "
                 f"this model's is {self.out_activation_!r}"
             )
-        return self._forward(X, batch_size, threads, out, True, False)
+        return self._forward(X, batch_size, threads, out, _LOG_VALUES)
 
     def predict(
         self, X: Any, batch_size: Optional[int] = None, *, threads: Optional[int] = None
@@ -544,7 +548,7 @@ class MLP:
         NaN outputs follow ``np.argmax``: the first NaN wins.
         """
         if self._labels_are_argmax:
-            return self._forward(X, batch_size, threads, None, False, True)
+            return self._forward(X, batch_size, threads, None, _LABELS)
         values = self.predict_proba(X, batch_size, threads=threads)
         if self.out_activation_ == "identity":
             return values
