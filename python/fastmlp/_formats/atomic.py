@@ -12,7 +12,7 @@ from typing import IO, Callable, Optional
 from .._common import PathLike
 
 
-def write_atomically(path: PathLike, write: Callable[[IO[bytes]], None]) -> None:
+def write_atomically(path: PathLike, write: Callable[[IO[bytes]], object]) -> None:
     """Write through a temporary file in the same folder, then rename it over ``path``.
 
     A failure (a full disk, an exception while writing) leaves ``path`` as it was: never a

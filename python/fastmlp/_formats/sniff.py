@@ -137,34 +137,8 @@ def read_weights_file(path: PathLike) -> WeightsFile:
 
 
 def read_weights(path: PathLike) -> dict[str, np.ndarray]:
-    """Read a network's weights from any supported file, without running code.
-
-    The format is recognised by the file's content, not its name (see
-    :func:`read_weights_file`, which also returns recorded activations and input scale).
-    Pickles may reference only ``numpy.ndarray``, ``numpy.dtype`` and
-    ``numpy[._]core.multiarray._reconstruct``; any other global is refused before it is
-    imported.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        The weights file, e.g. the book's ``sample_weight.pkl``.
-
-    Returns
-    -------
-    dict of str to numpy.ndarray
-        ``{"W1": (in, h1), "b1": (h1,), "W2": ..., ...}`` with numeric dtypes, as stored.
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``path`` does not exist.
-    UnsafePickleError
-        If a pickle names a global outside the allowlist, or holds something other than a
-        dict of arrays (a list, an ``object`` array, a Python object).
-    WeightsFormatError
-        If the file is empty, truncated, of an unknown format, or its keys are not
-        W1, b1, ..., Wn, bn.
+    """The arrays ``{"W1": (in, h1), "b1": (h1,), ...}`` of any supported weights file, as
+    stored: :func:`read_weights_file`'s ``weights``, with its checks and exceptions.
 
     Examples
     --------
