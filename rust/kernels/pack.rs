@@ -144,6 +144,7 @@ pub fn pack_input_chunk<S: Simd, X: InputElement>(
     let zero = s.splat(S::Elem::ZERO);
     let scale_v = s.splat(scale);
     let min_normal = s.splat(S::Elem::MIN_NORMAL);
+    let scaling = Scaling::of::<X, S::Elem>(scale);
     let mut block = [zero; MAX_LANES];
     for first_row in [0, lanes] {
         let live = rows.saturating_sub(first_row).min(lanes);
@@ -164,7 +165,7 @@ pub fn pack_input_chunk<S: Simd, X: InputElement>(
                     } else {
                         v
                     };
-                    s.flush_below(s.mul(v, scale_v), min_normal)
+                    scaling.apply(s, v, scale_v, min_normal)
                 }};
             }
             if live == lanes {
@@ -196,6 +197,38 @@ pub fn pack_input_chunk<S: Simd, X: InputElement>(
     }
 }
 
+/// How packing scales input values already converted (and flushed): the same value as
+/// `flush_below(value * scale)` in every case, with the steps that cannot change it left out.
+/// Multiplying by one changes no number (a signalling NaN is quieted by the first multiply-add
+/// either way), and whole numbers (uint8 pixels) times a normal scale are zero or normal.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scaling {
+    None,
+    Multiply,
+    MultiplyAndFlush,
+}
+
+impl Scaling {
+    fn of<X: InputElement, E: Element>(scale: E) -> Scaling {
+        if scale == E::ONE {
+            Scaling::None
+        } else if !X::HAS_SUBNORMALS && scale.to_f64().abs() >= E::MIN_NORMAL.to_f64() {
+            Scaling::Multiply
+        } else {
+            Scaling::MultiplyAndFlush
+        }
+    }
+
+    #[inline(always)]
+    fn apply<S: Simd>(self, s: S, value: S::V, scale: S::V, min_normal: S::V) -> S::V {
+        match self {
+            Scaling::None => value,
+            Scaling::Multiply => s.mul(value, scale),
+            Scaling::MultiplyAndFlush => s.flush_below(s.mul(value, scale), min_normal),
+        }
+    }
+}
+
 /// Writes `dst[k] = scale * src[k]` for one row, rounding exactly as `pack_input_chunk`, and
 /// returns how many of the results are not zero (NaN included): the single-row path needs
 /// that count to choose between its dense and zero-skipping passes, and taking it here spares
@@ -212,6 +245,7 @@ pub fn pack_input_row<S: Simd, X: InputElement>(
     let full = src.len() - src.len() % lanes;
     let scale_v = s.splat(scale);
     let min_normal = s.splat(S::Elem::MIN_NORMAL);
+    let scaling = Scaling::of::<X, S::Elem>(scale);
     let mut nonzero = 0;
     for first in (0..full).step_by(lanes) {
         // SAFETY: first + lanes <= full <= src.len() <= dst.len().
@@ -222,7 +256,7 @@ pub fn pack_input_row<S: Simd, X: InputElement>(
             } else {
                 v
             };
-            let v = s.flush_below(s.mul(v, scale_v), min_normal);
+            let v = scaling.apply(s, v, scale_v, min_normal);
             s.store(dst.as_mut_ptr().add(first), v);
             nonzero += s.nonzero_mask(v).count_ones() as usize;
         }
@@ -281,12 +315,16 @@ mod tests {
 
     fn check_pack<X: InputElement + Copy>(src: &[X], features: usize) {
         for level in Level::ALL.into_iter().filter(|l| l.is_supported()) {
-            for rows in [1, 3, 8, 15, 16, 17, 31, 32] {
+            // Scales that take each `Scaling` step, for every input type.
+            for (rows, scale) in [1, 3, 8, 15, 16, 17, 31, 32]
+                .into_iter()
+                .flat_map(|rows| [0.5, 1.0, 1.0 / 255.0, 1e-45].map(|scale| (rows, scale)))
+            {
                 let task = PackTask {
                     src,
                     rows,
                     features,
-                    scale: 0.5,
+                    scale,
                 };
                 let (chunk, dst) = f32::dispatch(level, task);
                 if rows > chunk {
@@ -295,14 +333,14 @@ mod tests {
                 for k in 0..features {
                     for r in 0..chunk {
                         let expected = if r < rows {
-                            (src[r * features + k].to_element::<f32>() * 0.5).flush_subnormal()
+                            (src[r * features + k].to_element::<f32>() * scale).flush_subnormal()
                         } else {
                             0.0
                         };
                         assert_eq!(
-                            dst[k * chunk + r],
-                            expected,
-                            "{level:?} rows={rows} k={k} r={r}"
+                            dst[k * chunk + r].to_bits(),
+                            expected.to_bits(),
+                            "{level:?} rows={rows} scale={scale} k={k} r={r}"
                         );
                     }
                 }
