@@ -551,6 +551,27 @@ def test_the_multi_threaded_path_is_really_taken(rng):
     assert model._packed.planned_tasks(1, 2) == 1
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_few_rows_through_a_wide_layer_split_its_columns_without_changing_a_bit(
+    level, dtype, rng
+):
+    # 300 x 7003 is over 2^21 multiply-adds: one row's pass splits the layer's columns over the
+    # threads. The width is not a whole number of vectors, so the last two overlap.
+    layers = random_layers(rng, 300, [7003, 5], ["relu", "softmax"], dtype)
+    wide_softmax = random_layers(rng, 300, [7003], ["softmax"], dtype)
+    X = rng.normal(size=(40, 300)).astype(dtype)
+    X[:, ::3] = 0  # zero inputs: the single-row path skips them
+    for model_layers in (layers, wide_softmax):
+        model = MLP(model_layers)
+        batch = model.predict_proba(X, threads=1)
+        assert_close_to_truth(batch, ground_truth(model_layers, X, dtype), dtype)
+        for rows in (slice(0, 1), slice(5, 7), 17):
+            one_thread = model.predict_proba(X[rows], threads=1)
+            two_threads = model.predict_proba(X[rows], threads=2)
+            assert np.array_equal(one_thread, two_threads)
+            assert np.array_equal(two_threads, batch[rows])
+
+
 # --- shapes ----------------------------------------------------------------------------------
 
 

@@ -96,12 +96,22 @@ macro_rules! impl_dispatch {
         impl DispatchElement for $e {
             #[inline]
             fn dispatch<T: SimdTask<$e>>(level: Level, task: T) -> T::Output {
+                // Each task runs as a function of its own per level, never inlined into the
+                // task that dispatched it: a task dispatched from inside a generic one (the
+                // layers, from each input type's packing) is then compiled once, not once per
+                // caller.
+                #[inline(never)]
+                fn run_portable<T: SimdTask<$e>>(task: T) -> T::Output {
+                    task.run(Portable::<$e>::new())
+                }
                 #[cfg(target_arch = "x86_64")]
                 {
+                    #[inline(never)]
                     #[target_feature(enable = "avx512f,avx2,fma,popcnt")]
                     fn run_avx512<T: SimdTask<$e>>(simd: Avx512<$e>, task: T) -> T::Output {
                         task.run(simd)
                     }
+                    #[inline(never)]
                     #[target_feature(enable = "avx2,fma,popcnt")]
                     fn run_avx2<T: SimdTask<$e>>(simd: Avx2<$e>, task: T) -> T::Output {
                         task.run(simd)
@@ -123,7 +133,7 @@ macro_rules! impl_dispatch {
                     }
                 }
                 let _ = level;
-                task.run(Portable::<$e>::new())
+                run_portable(task)
             }
         }
     };

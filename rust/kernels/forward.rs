@@ -1,11 +1,15 @@
 //! The loops around the micro-kernels: a model's forward pass over row chunks that run through
 //! every layer while their activations stay in cache, split over threads.
 
+use std::ops::Range;
 use std::sync::Mutex;
 
 use super::dispatch::{DispatchElement, Level, SimdTask};
 use super::math::{activation_floor, Activation};
-use super::microkernel::{chunk_rows, layer_chunk, layer_single_row};
+use super::microkernel::{
+    chunk_rows, finish_single_row, layer_chunk, layer_single_row, single_row_steps,
+    single_row_vector_range, single_row_vectors,
+};
 use super::pack::{pack_input_chunk, pack_input_row, PackedLayer, MAX_LANES};
 use super::simd::{
     return_index_scratch, take_index_scratch, Element, InputElement, Prefetch, Simd,
@@ -100,7 +104,12 @@ impl<E: DispatchElement> PackedModel<E> {
         let outputs = self.outputs();
         assert!(x.len() >= rows * features);
         let tasks = self.plan_tasks(rows, threads);
-        if tasks <= 1 {
+        // Several parts per thread let the others take over when one core is busy elsewhere.
+        // Parts are whole chunks at every level (chunks are at most 2 * MAX_LANES rows), so no
+        // part ends in a mostly empty tile; rows are independent, so no split changes a bit.
+        let per_task = rows.div_ceil(tasks * 4).next_multiple_of(MAX_LANES * 2);
+        if tasks <= 1 || rows <= per_task {
+            // One part: the threads, if any, split the columns of each large layer instead.
             E::dispatch(
                 self.level,
                 RowsTask {
@@ -109,14 +118,11 @@ impl<E: DispatchElement> PackedModel<E> {
                     rows,
                     sink,
                     log,
+                    threads: tasks,
                 },
             );
             return;
         }
-        // Several parts per thread let the others take over when one core is busy elsewhere.
-        // Parts are whole chunks at every level (chunks are at most 2 * MAX_LANES rows), so no
-        // part ends in a mostly empty tile; rows are independent, so no split changes a bit.
-        let per_task = rows.div_ceil(tasks * 4).next_multiple_of(MAX_LANES * 2);
         let x_parts = x[..rows * features].chunks(per_task * features.max(1));
         let sinks: Vec<Sink<'_, E>> = match sink {
             Sink::Values(out) => out[..rows * outputs]
@@ -144,6 +150,7 @@ impl<E: DispatchElement> PackedModel<E> {
                         rows: part_rows,
                         sink,
                         log,
+                        threads: 1,
                     },
                 );
             }
@@ -154,13 +161,15 @@ impl<E: DispatchElement> PackedModel<E> {
 /// One thread's share of a forward pass, taken exactly once by whichever thread claims it.
 type ClaimablePart<'a, E, X> = Mutex<Option<(&'a [X], Sink<'a, E>)>>;
 
-/// Runs rows serially on the calling thread, at one level.
+/// Runs rows serially on the calling thread, at one level; with `threads` above one, rows that
+/// take the single-row path split each large layer's columns over that many threads.
 struct RowsTask<'a, E, X> {
     model: &'a PackedModel<E>,
     x: &'a [X],
     rows: usize,
     sink: Sink<'a, E>,
     log: bool,
+    threads: usize,
 }
 
 impl<E: DispatchElement, X: InputElement> SimdTask<E> for RowsTask<'_, E, X> {
@@ -174,18 +183,9 @@ impl<E: DispatchElement, X: InputElement> SimdTask<E> for RowsTask<'_, E, X> {
             rows,
             mut sink,
             log,
+            threads,
         } = self;
         let features = model.features();
-        let outputs = model.outputs();
-        let last = model.layers.len().saturating_sub(1);
-        let activation_of = |index: usize, layer: &PackedLayer<E>| {
-            if log && index == last && layer.activation == Activation::Softmax {
-                Activation::LogSoftmax
-            } else {
-                layer.activation
-            }
-        };
-
         let chunk = chunk_rows::<S>();
         let widest = model.widest_output();
         let tiled_len = (features + 2 * widest) * chunk;
@@ -202,6 +202,9 @@ impl<E: DispatchElement, X: InputElement> SimdTask<E> for RowsTask<'_, E, X> {
             let (row_even, row) = row.split_at_mut(widest);
             let (row_odd, softmax_scratch) = row.split_at_mut(widest);
 
+            // Only the packing depends on the input's type: the layers run in tasks of their
+            // own, dispatched again, so their code is compiled once per level and model type
+            // instead of once per input type too (which tripled the crate's build time).
             let mut start = 0;
             while start < rows {
                 let live = (rows - start).min(chunk);
@@ -212,23 +215,20 @@ impl<E: DispatchElement, X: InputElement> SimdTask<E> for RowsTask<'_, E, X> {
                     let next_end = (start + live + chunk).min(rows);
                     let next_rows =
                         Prefetch::of(&x[(start + live) * features..next_end * features]);
-                    // Layer i writes buffer i % 2 and reads the other (or the packed input).
-                    for (index, layer) in model.layers.iter().enumerate() {
-                        let (input, output, prefetch): (&[E], &mut [E], _) = match index {
-                            0 => (packed_input, chunk_even, next_rows),
-                            i if i % 2 == 1 => (chunk_even, chunk_odd, Prefetch::NONE),
-                            _ => (chunk_odd, chunk_even, Prefetch::NONE),
-                        };
-                        let activation = activation_of(index, layer);
-                        let floor = activation_floor(activation, index != last);
-                        layer_chunk(s, layer, activation, floor, input, output, prefetch);
-                    }
-                    let result = if last % 2 == 0 {
-                        &*chunk_even
-                    } else {
-                        &*chunk_odd
-                    };
-                    emit_chunk(result, chunk, live, outputs, start, &mut sink);
+                    E::dispatch(
+                        model.level,
+                        ChunkLayersTask {
+                            model,
+                            log,
+                            packed_input,
+                            even: chunk_even,
+                            odd: chunk_odd,
+                            next_rows,
+                            live,
+                            first_row: start,
+                            sink: &mut sink,
+                        },
+                    );
                 } else {
                     for r in 0..live {
                         let row = &x_chunk[r * features..(r + 1) * features];
@@ -237,31 +237,22 @@ impl<E: DispatchElement, X: InputElement> SimdTask<E> for RowsTask<'_, E, X> {
                         // as the batch's packing reads them, and it counts the nonzero values
                         // on the way.
                         let nonzero = pack_input_row(s, row, model.input_scale, input_row);
-                        let (first_input, first_nonzero) = (&*input_row, Some(nonzero));
-                        for (index, layer) in model.layers.iter().enumerate() {
-                            let (input, output): (&[E], &mut [E]) = match index {
-                                0 => (first_input, row_even),
-                                i if i % 2 == 1 => (row_even, row_odd),
-                                _ => (row_odd, row_even),
-                            };
-                            let activation = activation_of(index, layer);
-                            let floor = activation_floor(activation, index != last);
-                            let input = &input[..layer.inputs];
-                            let known_nonzero = if index == 0 { first_nonzero } else { None };
-                            layer_single_row(
-                                s,
-                                layer,
-                                activation,
-                                floor,
-                                input,
-                                output,
+                        E::dispatch(
+                            model.level,
+                            RowLayersTask {
+                                model,
+                                log,
+                                threads,
+                                input: input_row,
+                                input_nonzero: nonzero,
+                                even: row_even,
+                                odd: row_odd,
                                 softmax_scratch,
-                                &mut indices,
-                                known_nonzero,
-                            );
-                        }
-                        let result = if last % 2 == 0 { &*row_even } else { &*row_odd };
-                        emit_row(&result[..outputs], start + r, &mut sink);
+                                indices: &mut indices,
+                                row: start + r,
+                                sink: &mut sink,
+                            },
+                        );
                     }
                 }
                 start += live;
@@ -269,6 +260,272 @@ impl<E: DispatchElement, X: InputElement> SimdTask<E> for RowsTask<'_, E, X> {
         }
         E::return_scratch(scratch);
         return_index_scratch(indices);
+    }
+}
+
+impl<E: DispatchElement> PackedModel<E> {
+    /// Layer `index`'s activation in a pass that, with `log`, turns a final softmax into
+    /// log-softmax.
+    fn activation_in_pass(&self, index: usize, log: bool) -> Activation {
+        let activation = self.layers[index].activation;
+        if log && index + 1 == self.layers.len() && activation == Activation::Softmax {
+            Activation::LogSoftmax
+        } else {
+            activation
+        }
+    }
+}
+
+/// Every layer over one packed chunk of rows, then their results to the sink.
+struct ChunkLayersTask<'a, 's, E> {
+    model: &'a PackedModel<E>,
+    log: bool,
+    packed_input: &'a [E],
+    even: &'a mut [E],
+    odd: &'a mut [E],
+    next_rows: Prefetch,
+    live: usize,
+    first_row: usize,
+    sink: &'a mut Sink<'s, E>,
+}
+
+impl<E: DispatchElement> SimdTask<E> for ChunkLayersTask<'_, '_, E> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<S: Simd<Elem = E>>(self, s: S) {
+        let ChunkLayersTask {
+            model,
+            log,
+            packed_input,
+            even,
+            odd,
+            next_rows,
+            live,
+            first_row,
+            sink,
+        } = self;
+        let last = model.layers.len().saturating_sub(1);
+        // Layer i writes buffer i % 2 and reads the other (or the packed input).
+        for (index, layer) in model.layers.iter().enumerate() {
+            let (input, output, prefetch): (&[E], &mut [E], _) = match index {
+                0 => (packed_input, &mut *even, next_rows),
+                i if i % 2 == 1 => (&*even, &mut *odd, Prefetch::NONE),
+                _ => (&*odd, &mut *even, Prefetch::NONE),
+            };
+            let activation = model.activation_in_pass(index, log);
+            let floor = activation_floor(activation, index != last);
+            layer_chunk(s, layer, activation, floor, input, output, prefetch);
+        }
+        let result = if last % 2 == 0 { &*even } else { &*odd };
+        emit_chunk(
+            result,
+            chunk_rows::<S>(),
+            live,
+            model.outputs(),
+            first_row,
+            sink,
+        );
+    }
+}
+
+/// Every layer for one row (`input`, already converted, with `input_nonzero` values not
+/// zero), then its result to the sink; with `threads` above one, large layers split their
+/// columns over the threads.
+struct RowLayersTask<'a, 's, E> {
+    model: &'a PackedModel<E>,
+    log: bool,
+    threads: usize,
+    input: &'a [E],
+    input_nonzero: usize,
+    even: &'a mut [E],
+    odd: &'a mut [E],
+    softmax_scratch: &'a mut [E],
+    indices: &'a mut [u32],
+    row: usize,
+    sink: &'a mut Sink<'s, E>,
+}
+
+impl<E: DispatchElement> SimdTask<E> for RowLayersTask<'_, '_, E> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<S: Simd<Elem = E>>(self, s: S) {
+        let RowLayersTask {
+            model,
+            log,
+            threads,
+            input: first_input,
+            input_nonzero,
+            even,
+            odd,
+            softmax_scratch,
+            indices,
+            row,
+            sink,
+        } = self;
+        let last = model.layers.len().saturating_sub(1);
+        for (index, layer) in model.layers.iter().enumerate() {
+            let (input, output): (&[E], &mut [E]) = match index {
+                0 => (first_input, &mut *even),
+                i if i % 2 == 1 => (&*even, &mut *odd),
+                _ => (&*odd, &mut *even),
+            };
+            let activation = model.activation_in_pass(index, log);
+            let floor = activation_floor(activation, index != last);
+            let input = &input[..layer.inputs];
+            let known_nonzero = if index == 0 {
+                Some(input_nonzero)
+            } else {
+                None
+            };
+            if let Some(parts) = column_parts::<S>(layer, threads) {
+                layer_single_row_split(
+                    s,
+                    model.level,
+                    &parts,
+                    threads,
+                    layer,
+                    activation,
+                    floor,
+                    input,
+                    output,
+                    softmax_scratch,
+                    indices,
+                    known_nonzero,
+                );
+            } else {
+                layer_single_row(
+                    s,
+                    layer,
+                    activation,
+                    floor,
+                    input,
+                    output,
+                    softmax_scratch,
+                    indices,
+                    known_nonzero,
+                );
+            }
+        }
+        let result = if last % 2 == 0 { &*even } else { &*odd };
+        emit_row(&result[..model.outputs()], row, sink);
+    }
+}
+
+/// The ranges of output vectors a single row's pass through `layer` is split into for `threads`
+/// threads, or None where a split is not worth it.
+fn column_parts<S: Simd>(
+    layer: &PackedLayer<S::Elem>,
+    threads: usize,
+) -> Option<Vec<Range<usize>>> {
+    split_vectors(
+        single_row_vectors::<S>(layer),
+        layer.inputs * layer.outputs,
+        threads,
+    )
+}
+
+/// `vectors` output vectors of a layer of `macs` multiply-adds, split for `threads` threads:
+/// whole blocks of 8 vectors (the GEMV's unit), a few parts per thread, each at least
+/// `MIN_MACS_PER_TASK` multiply-adds; the last vector, which may overlap the one before it,
+/// always shares that one's part. None where that leaves one part.
+fn split_vectors(vectors: usize, macs: usize, threads: usize) -> Option<Vec<Range<usize>>> {
+    const BLOCK: usize = 8;
+    let blocks = vectors.saturating_sub(1) / BLOCK;
+    let parts = (threads * 4).min(macs / MIN_MACS_PER_TASK).min(blocks);
+    if threads <= 1 || parts <= 1 {
+        return None;
+    }
+    // Strictly increasing (parts <= blocks), and all below vectors - 1.
+    let mut bounds: Vec<usize> = (0..parts).map(|p| p * blocks / parts * BLOCK).collect();
+    bounds.push(vectors);
+    Some(bounds.windows(2).map(|pair| pair[0]..pair[1]).collect())
+}
+
+/// A single row's output buffer, written by several threads at once, each to its own vectors.
+#[derive(Clone, Copy)]
+struct SharedRowOutput<E>(*mut E);
+
+// SAFETY: the pointer is only written through `single_row_vector_range`, by parts whose vector
+// ranges are disjoint (`column_parts`), while the buffer's owner waits in `run_parts`.
+unsafe impl<E: Send> Send for SharedRowOutput<E> {}
+// SAFETY: as above; no part reads what another writes.
+unsafe impl<E: Send> Sync for SharedRowOutput<E> {}
+
+/// One layer for one row, its column `parts` computed by up to `threads` threads: a layer too
+/// wide for one core's caches is bound by how fast its weights stream from memory, which two
+/// cores do faster than one. Bit-identical to `layer_single_row`: every output's sum runs the
+/// same steps whichever thread computes it.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)] // `layer_single_row`'s operands, plus the split
+fn layer_single_row_split<S: Simd>(
+    s: S,
+    level: Level,
+    parts: &[Range<usize>],
+    threads: usize,
+    layer: &PackedLayer<S::Elem>,
+    activation: Activation,
+    floor: S::Elem,
+    input: &[S::Elem],
+    out: &mut [S::Elem],
+    scratch: &mut [S::Elem],
+    indices: &mut [u32],
+    known_nonzero: Option<usize>,
+) where
+    S::Elem: DispatchElement,
+{
+    assert!(out.len() >= layer.row_width);
+    let steps = single_row_steps(s, layer, input, indices, known_nonzero);
+    let output = SharedRowOutput(out.as_mut_ptr());
+    threads::run_parts(threads, parts.len(), |part| {
+        S::Elem::dispatch(
+            level,
+            RowVectorsTask {
+                layer,
+                activation,
+                floor,
+                input,
+                steps,
+                output,
+                vectors: parts[part].clone(),
+            },
+        );
+    });
+    finish_single_row(s, layer, activation, floor, out, scratch);
+}
+
+/// One part of `layer_single_row_split`, run at the model's level on whichever thread claims it.
+struct RowVectorsTask<'a, E> {
+    layer: &'a PackedLayer<E>,
+    activation: Activation,
+    floor: E,
+    input: &'a [E],
+    steps: Option<&'a [u32]>,
+    output: SharedRowOutput<E>,
+    vectors: Range<usize>,
+}
+
+impl<E: DispatchElement> SimdTask<E> for RowVectorsTask<'_, E> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<S: Simd<Elem = E>>(self, s: S) {
+        // SAFETY: the buffer holds `row_width` elements (asserted by the caller), the parts'
+        // ranges are disjoint and keep the last vector with the one before it (`column_parts`),
+        // and the steps index `input` (`single_row_steps`).
+        unsafe {
+            single_row_vector_range(
+                s,
+                self.layer,
+                self.activation,
+                self.floor,
+                self.input,
+                self.steps,
+                self.output.0,
+                self.vectors,
+            )
+        };
     }
 }
 
@@ -317,5 +574,39 @@ fn emit_row<E: Element>(values: &[E], row: usize, sink: &mut Sink<'_, E>) {
             out[row * outputs..(row + 1) * outputs].copy_from_slice(values);
         }
         Sink::Labels(labels) => labels[row] = argmax(values.iter().copied()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{split_vectors, MIN_MACS_PER_TASK};
+
+    #[test]
+    fn single_row_splits_cover_every_vector_once_and_keep_the_last_two_together() {
+        for vectors in 0..300 {
+            for threads in 1..6 {
+                for macs in [
+                    0,
+                    MIN_MACS_PER_TASK,
+                    3 * MIN_MACS_PER_TASK,
+                    100 * MIN_MACS_PER_TASK,
+                ] {
+                    let Some(parts) = split_vectors(vectors, macs, threads) else {
+                        continue;
+                    };
+                    assert!(threads > 1 && parts.len() > 1 && parts.len() <= threads * 4);
+                    assert!(parts.len() <= macs / MIN_MACS_PER_TASK);
+                    assert_eq!(parts[0].start, 0);
+                    assert_eq!(parts.last().unwrap().end, vectors);
+                    for pair in parts.windows(2) {
+                        assert_eq!(pair[0].end, pair[1].start);
+                        assert!(pair[0].start < pair[0].end && pair[0].end % 8 == 0);
+                    }
+                    let last = parts.last().unwrap();
+                    assert!(last.len() >= 2, "{vectors} {threads} {macs}: {parts:?}");
+                }
+            }
+        }
+        assert!(split_vectors(2000, 100 * MIN_MACS_PER_TASK, 2).is_some());
     }
 }

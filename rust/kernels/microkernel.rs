@@ -4,7 +4,9 @@
 
 use super::math::{apply_elementwise, softmax_vertical, Activation, ExpConstants};
 use super::pack::PackedLayer;
-use super::simd::{Element, Prefetch, Simd};
+use std::ops::Range;
+
+use super::simd::{prefetch_line_to_l2, Element, Prefetch, Simd};
 
 /// Rows one batched chunk holds: two vectors' worth, so each broadcast weight feeds two FMAs.
 #[inline(always)]
@@ -158,6 +160,11 @@ pub fn layer_chunk<S: Simd>(
 /// on the order NaNs meet). The result then says whether any sum ended at zero or NaN, where the
 /// full sum might have set other bits.
 ///
+/// With `stream`, each step also asks for its row's next `B` vectors (the next block's) to be
+/// brought into L2: a weight matrix too large for the caches is otherwise read one short
+/// strided piece per step, and the hardware prefetchers, which follow runs within a page, do
+/// not fetch ahead across rows that far apart.
+///
 /// # Safety
 /// `w` must be readable at `k * stride + offset .. + LANES` for every `k < input.len()` and
 /// offset; `bias` and `dst` at `offset .. + LANES`; every `nonzero` index is below
@@ -175,6 +182,7 @@ unsafe fn gemv_block<S: Simd, const B: usize>(
     activation: Activation,
     floor: S::Elem,
     dst: *mut S::Elem,
+    stream: bool,
 ) -> bool
 where
     S::Elem: ExpConstants,
@@ -195,6 +203,11 @@ where
                 let wk = w.add($k * stride);
                 for (b, sum) in acc.iter_mut().enumerate() {
                     *sum = s.mul_add(xk, s.load(wk.add(offset(b))), *sum);
+                }
+                if stream {
+                    for b in 0..B {
+                        prefetch_line_to_l2(wk.wrapping_add(b * S::LANES + B * S::LANES));
+                    }
                 }
             }};
         }
@@ -270,71 +283,93 @@ fn collect_nonzero<S: Simd>(s: S, input: &[S::Elem], indices: &mut [u32]) -> usi
     count
 }
 
-/// One layer for one row: `input` has `inputs` values, `out` gets `row_width` values (the first
-/// `outputs` meaningful, those below `floor` zero as in `layer_chunk`). `scratch` holds
-/// `outputs * LANES` elements for softmax layers,
-/// `indices` at least `inputs` entries. `known_nonzero`, when given, is how many of `input`'s
-/// values are not zero, as `pack_input_row` counts them while converting a row: it spares this
-/// layer its own pass to count them.
-///
-/// Steps whose input is zero are skipped when every weight is finite: a single row streams the
-/// whole weight matrix from L2, so MNIST's four-fifths of zero pixels are four-fifths of layer
-/// 1's time. The result stays bit-identical to the full sum (and to the row in a batch): a
-/// layer where any sum ends at zero or NaN, whose bits a skipped step could have set, is rerun
-/// in full.
+/// Weight matrices larger than this are streamed from memory by a single row's GEMV, which then
+/// prefetches ahead (see `gemv_block`); smaller ones stay in L2 between calls, where the hints
+/// would only cost issue slots.
+const STREAMED_WEIGHT_BYTES: usize = 1 << 20;
+
+/// The steps k a single row's GEMV runs: all of them (`None`), or only those listed, the k whose
+/// input is not zero, written to `indices`. Skipping needs finite weights (see `gemv_block`).
+/// Listing the nonzero steps costs about a twentieth of a step per input, and counting the
+/// zeros first less: only inputs with at least an eighth of zeros take the list, so a dense row
+/// pays only the count (1-3% of a row on Zen 4). `known_nonzero`, when given, is how many of
+/// `input`'s values are not zero, as `pack_input_row` counts them while converting a row.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)] // a layer, its row's buffers and what is known of the row
-pub fn layer_single_row<S: Simd>(
+pub fn single_row_steps<'a, S: Simd>(
     s: S,
     layer: &PackedLayer<S::Elem>,
-    activation: Activation,
-    floor: S::Elem,
     input: &[S::Elem],
-    out: &mut [S::Elem],
-    scratch: &mut [S::Elem],
-    indices: &mut [u32],
+    indices: &'a mut [u32],
     known_nonzero: Option<usize>,
-) where
-    S::Elem: ExpConstants,
-{
-    let lanes = S::LANES;
-    let width = layer.row_width;
-    assert!(input.len() == layer.inputs && out.len() >= width && width >= lanes);
-    assert!(layer.row_major_weights.len() == layer.inputs * width);
-    // Whole vectors from the start, then one ending exactly at `width` if a tail remains.
-    let vectors = width.div_ceil(lanes);
-    let offset_of = |v: usize| (v * lanes).min(width - lanes);
-    // Row-wise activations see raw values here and are applied below.
-    let in_registers = if activation.is_row_wise() {
-        Activation::Identity
-    } else {
-        activation
-    };
-    let w = layer.row_major_weights.as_ptr();
-    let bias = layer.padded_bias.as_ptr();
-    let dst = out.as_mut_ptr();
-    // Listing the nonzero steps costs about a twentieth of a step per input, and counting the
-    // zeros first less: only inputs with at least an eighth of zeros take the list, so a dense
-    // row pays only the count (1-3% of a row on Zen 4).
+) -> Option<&'a [u32]> {
     let nonzero_count = match known_nonzero {
         _ if !layer.finite_weights => None,
         Some(count) => Some(count),
         None => Some(count_nonzero(s, input)),
     };
-    let nonzero = if nonzero_count.is_some_and(|count| count * 8 <= input.len() * 7) {
+    if nonzero_count.is_some_and(|count| count * 8 <= input.len() * 7) {
         let count = collect_nonzero(s, input, indices);
         Some(&indices[..count])
     } else {
         None
+    }
+}
+
+/// How many vectors a single row's output of `layer` takes (the last one may overlap the one
+/// before it, ending exactly at `row_width`).
+pub fn single_row_vectors<S: Simd>(layer: &PackedLayer<S::Elem>) -> usize {
+    layer.row_width.div_ceil(S::LANES)
+}
+
+/// Vectors `vectors` of one row's layer output, with the element-wise activation applied (a
+/// row-wise one is left to `finish_single_row`). Each vector's sum runs over `steps` (see
+/// `single_row_steps`), and the whole range again over every k if any sum ended at zero or NaN,
+/// whose bits a skipped step could have set: every value is bit-identical to the full sum,
+/// whatever the range, so a row split into ranges on several threads is too.
+///
+/// # Safety
+/// `dst` must be writable for `layer.row_width` elements, and no other thread may access the
+/// lanes of these vectors meanwhile: vector `v` covers `min(v * LANES, row_width - LANES)
+/// .. + LANES`, so a range that holds the last vector must also hold the one before it. Every
+/// step must be below `input.len()` (as `single_row_steps` lists them).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)] // a layer, its row's buffers and the part to compute
+pub unsafe fn single_row_vector_range<S: Simd>(
+    s: S,
+    layer: &PackedLayer<S::Elem>,
+    activation: Activation,
+    floor: S::Elem,
+    input: &[S::Elem],
+    steps: Option<&[u32]>,
+    dst: *mut S::Elem,
+    vectors: Range<usize>,
+) where
+    S::Elem: ExpConstants,
+{
+    let lanes = S::LANES;
+    let width = layer.row_width;
+    assert!(input.len() == layer.inputs && width >= lanes);
+    assert!(layer.row_major_weights.len() == layer.inputs * width);
+    assert!(vectors.end <= width.div_ceil(lanes));
+    debug_assert!(steps.is_none_or(|steps| steps.iter().all(|&k| (k as usize) < input.len())));
+    let offset_of = |v: usize| (v * lanes).min(width - lanes);
+    // Row-wise activations see raw values here and are applied by `finish_single_row`.
+    let in_registers = if activation.is_row_wise() {
+        Activation::Identity
+    } else {
+        activation
     };
+    let stream = std::mem::size_of_val(layer.row_major_weights.as_slice()) > STREAMED_WEIGHT_BYTES;
+    let w = layer.row_major_weights.as_ptr();
+    let bias = layer.padded_bias.as_ptr();
     // A loop, not a closure: a closure would be compiled outside the caller's target features.
-    let mut steps = nonzero;
+    let mut steps = steps;
     loop {
         let mut needs_full_sum = false;
-        let mut v = 0;
-        while v < vectors {
+        let mut v = vectors.start;
+        while v < vectors.end {
             // Every vector is its own FMA chain over k: up to 8 run interleaved.
-            let block = (vectors - v).min(8);
+            let block = (vectors.end - v).min(8);
             macro_rules! run_block {
                 ($($count:literal)*) => {
                     match block {
@@ -342,8 +377,9 @@ pub fn layer_single_row<S: Simd>(
                             let first = offset_of(v);
                             let last = offset_of(v + $count - 1) - first;
                             // SAFETY: every offset + LANES <= width, the row length of
-                            // `row_major_weights` (asserted), of `padded_bias` and within `out`;
-                            // `collect_nonzero` gave indices below `input.len()`.
+                            // `row_major_weights` (asserted) and of `padded_bias`; the caller
+                            // gives `dst` for `width` elements and these lanes alone, and steps
+                            // below `input.len()`.
                             needs_full_sum |= unsafe {
                                 gemv_block::<S, $count>(
                                     s,
@@ -356,6 +392,7 @@ pub fn layer_single_row<S: Simd>(
                                     in_registers,
                                     floor,
                                     dst.add(first),
+                                    stream,
                                 )
                             };
                         })*
@@ -371,24 +408,82 @@ pub fn layer_single_row<S: Simd>(
         }
         steps = None;
     }
-    if activation.is_row_wise() {
-        if layer.outputs == 0 {
-            return;
-        }
-        // Each value goes through the very same vertical softmax as in a batch (broadcast to all
-        // lanes), so a single row is bit-identical to the same row inside a batch.
-        let count = layer.outputs;
-        assert!(scratch.len() >= count * lanes);
-        for j in 0..count {
-            // SAFETY: `scratch` holds `count * lanes` elements (asserted).
-            unsafe { s.store(scratch[j * lanes..].as_mut_ptr(), s.splat(out[j])) };
-        }
-        let log = activation == Activation::LogSoftmax;
-        let base = scratch.as_mut_ptr();
-        // SAFETY: vector j at `j * lanes` lies inside `scratch` for every j < count.
-        unsafe { softmax_vertical(s, base, base, count, lanes, log, floor) };
-        for j in 0..count {
-            out[j] = scratch[j * lanes];
-        }
+}
+
+/// A single row's row-wise activation (softmax, log-softmax) over `out`'s first `outputs`
+/// values, once every vector is computed; nothing for other activations. `scratch` holds
+/// `outputs * LANES` elements.
+#[inline(always)]
+pub fn finish_single_row<S: Simd>(
+    s: S,
+    layer: &PackedLayer<S::Elem>,
+    activation: Activation,
+    floor: S::Elem,
+    out: &mut [S::Elem],
+    scratch: &mut [S::Elem],
+) where
+    S::Elem: ExpConstants,
+{
+    if !activation.is_row_wise() || layer.outputs == 0 {
+        return;
     }
+    let lanes = S::LANES;
+    // Each value goes through the very same vertical softmax as in a batch (broadcast to all
+    // lanes), so a single row is bit-identical to the same row inside a batch.
+    let count = layer.outputs;
+    assert!(scratch.len() >= count * lanes && out.len() >= count);
+    for j in 0..count {
+        // SAFETY: `scratch` holds `count * lanes` elements (asserted).
+        unsafe { s.store(scratch[j * lanes..].as_mut_ptr(), s.splat(out[j])) };
+    }
+    let log = activation == Activation::LogSoftmax;
+    let base = scratch.as_mut_ptr();
+    // SAFETY: vector j at `j * lanes` lies inside `scratch` for every j < count.
+    unsafe { softmax_vertical(s, base, base, count, lanes, log, floor) };
+    for j in 0..count {
+        out[j] = scratch[j * lanes];
+    }
+}
+
+/// One layer for one row on the calling thread: `input` has `inputs` values, `out` gets
+/// `row_width` values (the first `outputs` meaningful, those below `floor` zero as in
+/// `layer_chunk`). `scratch` holds `outputs * LANES` elements for softmax layers, `indices` at
+/// least `inputs` entries; `known_nonzero` as in `single_row_steps`.
+///
+/// Steps whose input is zero are skipped when every weight is finite: a single row streams the
+/// whole weight matrix from L2, so MNIST's four-fifths of zero pixels are four-fifths of layer
+/// 1's time. The result stays bit-identical to the full sum (and to the row in a batch).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)] // a layer, its row's buffers and what is known of the row
+pub fn layer_single_row<S: Simd>(
+    s: S,
+    layer: &PackedLayer<S::Elem>,
+    activation: Activation,
+    floor: S::Elem,
+    input: &[S::Elem],
+    out: &mut [S::Elem],
+    scratch: &mut [S::Elem],
+    indices: &mut [u32],
+    known_nonzero: Option<usize>,
+) where
+    S::Elem: ExpConstants,
+{
+    assert!(out.len() >= layer.row_width);
+    let steps = single_row_steps(s, layer, input, indices, known_nonzero);
+    let vectors = single_row_vectors::<S>(layer);
+    // SAFETY: `out` holds `row_width` elements (asserted) and is borrowed by this call alone;
+    // `single_row_steps` lists only indices of `input`.
+    unsafe {
+        single_row_vector_range(
+            s,
+            layer,
+            activation,
+            floor,
+            input,
+            steps,
+            out.as_mut_ptr(),
+            0..vectors,
+        )
+    };
+    finish_single_row(s, layer, activation, floor, out, scratch);
 }

@@ -355,17 +355,24 @@ impl Prefetch {
     #[inline(always)]
     pub fn request(self, line: usize) {
         if line < self.lines {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: PREFETCHT1 is baseline SSE on x86-64 and never faults, whatever the address;
-            // the address lies inside the range `of` was given anyway.
-            unsafe {
-                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
-                _mm_prefetch::<_MM_HINT_T1>(
-                    self.first.wrapping_add(line * Self::CACHE_LINE).cast(),
-                );
-            }
+            prefetch_line_to_l2(self.first.wrapping_add(line * Self::CACHE_LINE));
         }
     }
+}
+
+/// Asks for the cache line holding `address` to be brought into L2. A hint: it never faults,
+/// whatever the address (so callers may point past the end of their data), and is a no-op off
+/// x86-64.
+#[inline(always)]
+pub fn prefetch_line_to_l2<T>(address: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT1 is baseline SSE on x86-64; it reads nothing and never faults.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+        _mm_prefetch::<_MM_HINT_T1>(address.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = address;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -401,3 +401,79 @@ fn skipped_zero_inputs_change_no_bit_in_float32() {
 fn skipped_zero_inputs_change_no_bit_in_float64() {
     check_zero_skipping::<f64>(f64::from_bits(0x7ff0_0000_0000_0001));
 }
+
+/// A single row through layers wide enough to be split over threads (`forward`'s column parts):
+/// the same bits with two threads as with one, and as the row inside a batch, at every level,
+/// for an element-wise and a row-wise activation on the wide layer and mostly-zero inputs.
+#[test]
+fn a_wide_layer_split_over_threads_gives_the_same_bits_as_one_thread_and_the_batch() {
+    fn check<E: DispatchElement + InputElement + From<f32>>(bits: impl Fn(E) -> u64) {
+        let (inputs, wide, outputs) = (300, 7003, 13);
+        let value = |i: usize| E::from(((i * 2654435761) % 2001) as f32 * 0.001 - 1.0);
+        let w1: Vec<E> = (0..inputs * wide).map(value).collect();
+        let b1: Vec<E> = (0..wide).map(|i| value(i + 7)).collect();
+        let w2: Vec<E> = (0..wide * outputs).map(|i| value(i + 11)).collect();
+        let b2: Vec<E> = (0..outputs).map(|i| value(i + 13)).collect();
+        let rows = 40;
+        let x: Vec<E> = (0..rows * inputs)
+            .map(|i| {
+                if i % 5 == 0 {
+                    value(i + 17)
+                } else {
+                    E::from(0.0)
+                }
+            })
+            .collect();
+        for level in levels() {
+            for (first, second) in [
+                (Activation::Sigmoid, Some(Activation::Softmax)),
+                (Activation::Softmax, None),
+            ] {
+                let view = |w: &[E], rows, cols| {
+                    ndarray::ArrayView2::from_shape((rows, cols), w)
+                        .unwrap()
+                        .to_owned()
+                };
+                let mut layers = vec![PackedLayer::new(
+                    view(&w1, inputs, wide).view(),
+                    &b1,
+                    first,
+                    level_tile_cols(level),
+                )];
+                if let Some(act) = second {
+                    layers.push(PackedLayer::new(
+                        view(&w2, wide, outputs).view(),
+                        &b2,
+                        act,
+                        level_tile_cols(level),
+                    ));
+                }
+                let width = if second.is_some() { outputs } else { wide };
+                let model = PackedModel::new(layers, E::from(1.0), level);
+                let mut batch = vec![E::from(f32::NAN); rows * width];
+                model.forward(&x, rows, Sink::Values(&mut batch), 1, false);
+                for r in [0, 1, 17] {
+                    let row = &x[r * inputs..(r + 1) * inputs];
+                    let mut one_thread = vec![E::from(f32::NAN); width];
+                    let mut two_threads = vec![E::from(f32::NAN); width];
+                    model.forward(row, 1, Sink::Values(&mut one_thread), 1, false);
+                    model.forward(row, 1, Sink::Values(&mut two_threads), 2, false);
+                    let as_bits = |v: &[E]| v.iter().map(|&x| bits(x)).collect::<Vec<_>>();
+                    let in_batch = &batch[r * width..(r + 1) * width];
+                    assert_eq!(
+                        as_bits(&two_threads),
+                        as_bits(&one_thread),
+                        "{level:?} {first:?} row {r}"
+                    );
+                    assert_eq!(
+                        as_bits(&two_threads),
+                        as_bits(in_batch),
+                        "{level:?} {first:?} row {r}"
+                    );
+                }
+            }
+        }
+    }
+    check::<f32>(|x| x.to_bits() as u64);
+    check::<f64>(|x| x.to_bits());
+}
