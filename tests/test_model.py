@@ -555,8 +555,8 @@ def test_the_multi_threaded_path_is_really_taken(rng):
 def test_a_few_rows_through_a_wide_layer_split_its_columns_without_changing_a_bit(
     level, dtype, rng
 ):
-    # 300 x 7003 is over 2^21 multiply-adds: one row's pass splits the layer's columns over the
-    # threads. The width is not a whole number of vectors, so the last two overlap.
+    # 300 x 7003 is over 2^21 multiply-adds: one row's pass, or one chunk's, splits the layer's
+    # columns over the threads. The width is not a whole number of vectors, so the last two overlap.
     layers = random_layers(rng, 300, [7003, 5], ["relu", "softmax"], dtype)
     wide_softmax = random_layers(rng, 300, [7003], ["softmax"], dtype)
     X = rng.normal(size=(40, 300)).astype(dtype)
@@ -565,7 +565,8 @@ def test_a_few_rows_through_a_wide_layer_split_its_columns_without_changing_a_bi
         model = MLP(model_layers)
         batch = model.predict_proba(X, threads=1)
         assert_close_to_truth(batch, ground_truth(model_layers, X, dtype), dtype)
-        for rows in (slice(0, 1), slice(5, 7), 17):
+        # One row, two, and twelve (one chunk: the column tiles are split instead).
+        for rows in (slice(0, 1), slice(5, 7), 17, slice(8, 20)):
             one_thread = model.predict_proba(X[rows], threads=1)
             two_threads = model.predict_proba(X[rows], threads=2)
             assert np.array_equal(one_thread, two_threads)

@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use super::dispatch::{DispatchElement, Level, SimdTask};
 use super::math::{activation_floor, Activation};
 use super::microkernel::{
-    chunk_rows, finish_single_row, layer_chunk, layer_single_row, single_row_steps,
-    single_row_vector_range, single_row_vectors,
+    chunk_rows, chunk_tile_range, finish_chunk, finish_single_row, layer_chunk, layer_single_row,
+    single_row_steps, single_row_vector_range, single_row_vectors,
 };
 use super::pack::{pack_input_chunk, pack_input_row, PackedLayer, MAX_LANES};
 use super::simd::{
@@ -220,6 +220,7 @@ impl<E: DispatchElement, X: InputElement> SimdTask<E> for RowsTask<'_, E, X> {
                         ChunkLayersTask {
                             model,
                             log,
+                            threads,
                             packed_input,
                             even: chunk_even,
                             odd: chunk_odd,
@@ -276,10 +277,12 @@ impl<E: DispatchElement> PackedModel<E> {
     }
 }
 
-/// Every layer over one packed chunk of rows, then their results to the sink.
+/// Every layer over one packed chunk of rows, then their results to the sink; with `threads`
+/// above one, large layers split their column tiles over the threads.
 struct ChunkLayersTask<'a, 's, E> {
     model: &'a PackedModel<E>,
     log: bool,
+    threads: usize,
     packed_input: &'a [E],
     even: &'a mut [E],
     odd: &'a mut [E],
@@ -297,6 +300,7 @@ impl<E: DispatchElement> SimdTask<E> for ChunkLayersTask<'_, '_, E> {
         let ChunkLayersTask {
             model,
             log,
+            threads,
             packed_input,
             even,
             odd,
@@ -315,7 +319,28 @@ impl<E: DispatchElement> SimdTask<E> for ChunkLayersTask<'_, '_, E> {
             };
             let activation = model.activation_in_pass(index, log);
             let floor = activation_floor(activation, index != last);
-            layer_chunk(s, layer, activation, floor, input, output, prefetch);
+            let macs = layer.inputs * layer.outputs * chunk_rows::<S>();
+            match split_evenly(layer.tiles.len(), macs, threads) {
+                Some(parts) => {
+                    let output_buffer = SharedOutput(output.as_mut_ptr());
+                    threads::run_parts(threads, parts.len(), |part| {
+                        E::dispatch(
+                            model.level,
+                            ChunkTilesTask {
+                                layer,
+                                activation,
+                                floor,
+                                input,
+                                output: output_buffer,
+                                tiles: parts[part].clone(),
+                                prefetch,
+                            },
+                        );
+                    });
+                    finish_chunk(s, layer, activation, floor, output);
+                }
+                None => layer_chunk(s, layer, activation, floor, input, output, prefetch),
+            }
         }
         let result = if last % 2 == 0 { &*even } else { &*odd };
         emit_chunk(
@@ -443,15 +468,17 @@ fn split_vectors(vectors: usize, macs: usize, threads: usize) -> Option<Vec<Rang
     Some(bounds.windows(2).map(|pair| pair[0]..pair[1]).collect())
 }
 
-/// A single row's output buffer, written by several threads at once, each to its own vectors.
+/// A layer's output buffer (one row's or one chunk's), written by several threads at once, each
+/// to its own columns.
 #[derive(Clone, Copy)]
-struct SharedRowOutput<E>(*mut E);
+struct SharedOutput<E>(*mut E);
 
-// SAFETY: the pointer is only written through `single_row_vector_range`, by parts whose vector
-// ranges are disjoint (`column_parts`), while the buffer's owner waits in `run_parts`.
-unsafe impl<E: Send> Send for SharedRowOutput<E> {}
+// SAFETY: the pointer is only written through `single_row_vector_range` and `chunk_tile_range`,
+// by parts whose columns are disjoint (`split_vectors`, `split_evenly`), while the buffer's
+// owner waits in `run_parts`.
+unsafe impl<E: Send> Send for SharedOutput<E> {}
 // SAFETY: as above; no part reads what another writes.
-unsafe impl<E: Send> Sync for SharedRowOutput<E> {}
+unsafe impl<E: Send> Sync for SharedOutput<E> {}
 
 /// One layer for one row, its column `parts` computed by up to `threads` threads: a layer too
 /// wide for one core's caches is bound by how fast its weights stream from memory, which two
@@ -477,7 +504,7 @@ fn layer_single_row_split<S: Simd>(
 {
     assert!(out.len() >= layer.row_width);
     let steps = single_row_steps(s, layer, input, indices, known_nonzero);
-    let output = SharedRowOutput(out.as_mut_ptr());
+    let output = SharedOutput(out.as_mut_ptr());
     threads::run_parts(threads, parts.len(), |part| {
         S::Elem::dispatch(
             level,
@@ -502,7 +529,7 @@ struct RowVectorsTask<'a, E> {
     floor: E,
     input: &'a [E],
     steps: Option<&'a [u32]>,
-    output: SharedRowOutput<E>,
+    output: SharedOutput<E>,
     vectors: Range<usize>,
 }
 
@@ -524,6 +551,52 @@ impl<E: DispatchElement> SimdTask<E> for RowVectorsTask<'_, E> {
                 self.steps,
                 self.output.0,
                 self.vectors,
+            )
+        };
+    }
+}
+
+/// `units` column tiles of a layer of `macs` multiply-adds (over a chunk), split for `threads`
+/// threads: a few parts per thread, each at least `MIN_MACS_PER_TASK` multiply-adds; None
+/// where that leaves one part.
+fn split_evenly(units: usize, macs: usize, threads: usize) -> Option<Vec<Range<usize>>> {
+    let parts = (threads * 4).min(macs / MIN_MACS_PER_TASK).min(units);
+    if threads <= 1 || parts <= 1 {
+        return None;
+    }
+    let bounds: Vec<usize> = (0..=parts).map(|p| p * units / parts).collect();
+    Some(bounds.windows(2).map(|pair| pair[0]..pair[1]).collect())
+}
+
+/// One part of a chunk's layer split over threads, run at the model's level on whichever
+/// thread claims it.
+struct ChunkTilesTask<'a, E> {
+    layer: &'a PackedLayer<E>,
+    activation: Activation,
+    floor: E,
+    input: &'a [E],
+    output: SharedOutput<E>,
+    tiles: Range<usize>,
+    prefetch: Prefetch,
+}
+
+impl<E: DispatchElement> SimdTask<E> for ChunkTilesTask<'_, E> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<S: Simd<Elem = E>>(self, s: S) {
+        // SAFETY: the buffer holds `outputs * R` elements (the chunk buffers are sized for the
+        // widest layer), and the parts' tile ranges, hence their columns, are disjoint.
+        unsafe {
+            chunk_tile_range(
+                s,
+                self.layer,
+                self.activation,
+                self.floor,
+                self.input,
+                self.output.0,
+                self.tiles,
+                self.prefetch,
             )
         };
     }
@@ -579,7 +652,32 @@ fn emit_row<E: Element>(values: &[E], row: usize, sink: &mut Sink<'_, E>) {
 
 #[cfg(test)]
 mod tests {
-    use super::{split_vectors, MIN_MACS_PER_TASK};
+    use super::{split_evenly, split_vectors, MIN_MACS_PER_TASK};
+
+    #[test]
+    fn tile_splits_cover_every_tile_once() {
+        for units in 0..60 {
+            for threads in 1..6 {
+                for macs in [
+                    0,
+                    MIN_MACS_PER_TASK,
+                    5 * MIN_MACS_PER_TASK,
+                    100 * MIN_MACS_PER_TASK,
+                ] {
+                    let Some(parts) = split_evenly(units, macs, threads) else {
+                        continue;
+                    };
+                    assert!(threads > 1 && parts.len() > 1 && parts.len() <= threads * 4);
+                    assert!(parts.len() <= macs / MIN_MACS_PER_TASK);
+                    assert_eq!(parts[0].start, 0);
+                    assert_eq!(parts.last().unwrap().end, units);
+                    for pair in parts.windows(2) {
+                        assert!(pair[0].start < pair[0].end && pair[0].end == pair[1].start);
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn single_row_splits_cover_every_vector_once_and_keep_the_last_two_together() {

@@ -88,34 +88,44 @@ unsafe fn column_tile<S: Simd, const C: usize>(
     }
 }
 
-/// One layer over one chunk: `inp` is `[inputs][R]`, `out` becomes `[outputs][R]`.
-/// `activation` is the layer's own, or log-softmax in place of its softmax; results below
-/// `floor` are zero (`activation_floor`). The tiles share out the `prefetch` lines.
+/// Tiles `tiles` of one layer over one chunk: `inp` is `[inputs][R]`, and each tile writes its
+/// columns' rows of `out` (`[outputs][R]`), before any row-wise activation. The tiles share out
+/// the `prefetch` lines by their index among all the layer's tiles.
+///
+/// # Safety
+/// `out` must be writable for `outputs * R` elements, and no other thread may access these
+/// tiles' columns of it meanwhile.
 #[inline(always)]
-pub fn layer_chunk<S: Simd>(
+#[allow(clippy::too_many_arguments)] // a layer, the chunk's buffers and the part to compute
+pub unsafe fn chunk_tile_range<S: Simd>(
     s: S,
     layer: &PackedLayer<S::Elem>,
     activation: Activation,
     floor: S::Elem,
     inp: &[S::Elem],
-    out: &mut [S::Elem],
+    out: *mut S::Elem,
+    tiles: Range<usize>,
     prefetch: Prefetch,
 ) where
     S::Elem: ExpConstants,
 {
     let rows = chunk_rows::<S>();
-    assert!(inp.len() >= layer.inputs * rows && out.len() >= layer.outputs * rows);
-    for (index, tile) in layer.tiles.iter().enumerate() {
+    assert!(inp.len() >= layer.inputs * rows && tiles.end <= layer.tiles.len());
+    for index in tiles {
+        let tile = &layer.tiles[index];
         let tile_prefetch = prefetch.share(index, layer.tiles.len());
         let weights = &layer.tiled_weights[tile.offset..tile.offset + layer.inputs * tile.width];
         let bias = &layer.bias[tile.first_col..tile.first_col + tile.width];
-        let dst = out[tile.first_col * rows..(tile.first_col + tile.width) * rows].as_mut_ptr();
+        // SAFETY: the tile's columns lie within `outputs` (`column_tiles`), so its `width * R`
+        // outputs lie within the `outputs * R` the caller gives.
+        let dst = unsafe { out.add(tile.first_col * rows) };
         macro_rules! run_tile {
             ($($width:literal)*) => {
                 match tile.width {
                     $($width => {
-                        // SAFETY: the slices above hold exactly `inputs * width` weights, `width`
-                        // biases and `width * R` outputs, and `inp` holds `inputs * R` (asserted).
+                        // SAFETY: the slices above hold exactly `inputs * width` weights and
+                        // `width` biases, `dst` has `width * R` outputs, and `inp` holds
+                        // `inputs * R` (asserted).
                         unsafe {
                             column_tile::<S, $width>(
                                 s,
@@ -136,6 +146,22 @@ pub fn layer_chunk<S: Simd>(
         }
         run_tile!(1 2 3 4 5 6 7 8 9 10 11 12);
     }
+}
+
+/// A chunk's row-wise activation (softmax, log-softmax) over `out` (`[outputs][R]`) once every
+/// tile is computed; nothing for other activations.
+#[inline(always)]
+pub fn finish_chunk<S: Simd>(
+    s: S,
+    layer: &PackedLayer<S::Elem>,
+    activation: Activation,
+    floor: S::Elem,
+    out: &mut [S::Elem],
+) where
+    S::Elem: ExpConstants,
+{
+    let rows = chunk_rows::<S>();
+    assert!(out.len() >= layer.outputs * rows);
     if activation.is_row_wise() && layer.outputs > 0 {
         let log = activation == Activation::LogSoftmax;
         for half in [0, S::LANES] {
@@ -145,6 +171,39 @@ pub fn layer_chunk<S: Simd>(
             unsafe { softmax_vertical(s, base, base, layer.outputs, rows, log, floor) };
         }
     }
+}
+
+/// One layer over one chunk on the calling thread: `inp` is `[inputs][R]`, `out` becomes
+/// `[outputs][R]`. `activation` is the layer's own, or log-softmax in place of its softmax;
+/// results below `floor` are zero (`activation_floor`). The tiles share out the `prefetch`
+/// lines.
+#[inline(always)]
+pub fn layer_chunk<S: Simd>(
+    s: S,
+    layer: &PackedLayer<S::Elem>,
+    activation: Activation,
+    floor: S::Elem,
+    inp: &[S::Elem],
+    out: &mut [S::Elem],
+    prefetch: Prefetch,
+) where
+    S::Elem: ExpConstants,
+{
+    assert!(out.len() >= layer.outputs * chunk_rows::<S>());
+    // SAFETY: `out` holds `outputs * R` elements (asserted) and is borrowed by this call alone.
+    unsafe {
+        chunk_tile_range(
+            s,
+            layer,
+            activation,
+            floor,
+            inp,
+            out.as_mut_ptr(),
+            0..layer.tiles.len(),
+            prefetch,
+        )
+    };
+    finish_chunk(s, layer, activation, floor, out);
 }
 
 /// `B` vectors of outputs for one row, vector `b` at element offset `b * LANES` of `w`'s rows,

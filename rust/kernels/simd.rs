@@ -315,6 +315,12 @@ pub struct Prefetch {
     lines: usize,
 }
 
+// SAFETY: the pointer is never dereferenced, only handed to prefetch hints, which read nothing
+// and never fault; any thread may issue them.
+unsafe impl Send for Prefetch {}
+// SAFETY: as above.
+unsafe impl Sync for Prefetch {}
+
 impl Prefetch {
     pub const CACHE_LINE: usize = 64;
     pub const NONE: Prefetch = Prefetch {

@@ -471,6 +471,18 @@ fn a_wide_layer_split_over_threads_gives_the_same_bits_as_one_thread_and_the_bat
                         "{level:?} {first:?} row {r}"
                     );
                 }
+                // A few rows in one chunk split the layer's column tiles over the threads.
+                let (first_row, count) = (8, 12);
+                let rows_x = &x[first_row * inputs..(first_row + count) * inputs];
+                let mut two_threads = vec![E::from(f32::NAN); count * width];
+                model.forward(rows_x, count, Sink::Values(&mut two_threads), 2, false);
+                let as_bits = |v: &[E]| v.iter().map(|&x| bits(x)).collect::<Vec<_>>();
+                let in_batch = &batch[first_row * width..(first_row + count) * width];
+                assert_eq!(
+                    as_bits(&two_threads),
+                    as_bits(in_batch),
+                    "{level:?} {first:?} 12 rows"
+                );
             }
         }
     }
