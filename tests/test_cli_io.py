@@ -524,24 +524,30 @@ def _limit_file_size() -> None:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 
+def _predict_command(source: Path, out: Path, model: Path, *, chunk_rows: int) -> list[str]:
+    """The command line of ``fastmlp predict`` run as its own process, for the tests that limit
+    or signal that process."""
+    return [
+        sys.executable,
+        "-m",
+        "fastmlp",
+        "predict",
+        str(source),
+        str(out),
+        "--model",
+        str(model),
+        "--chunk-rows",
+        str(chunk_rows),
+    ]
+
+
 def test_predict_past_a_file_size_limit_says_so_and_leaves_nothing(small_model_path, tmp_path):
     source = tmp_path / "rows.npy"
     _write_npy(source, 20_000, 4)  # 320 kB of input is read, never written: no limit on it
     out_folder = tmp_path / "out"
     out_folder.mkdir()
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fastmlp",
-            "predict",
-            str(source),
-            str(out_folder / "out.npy"),
-            "--model",
-            str(small_model_path),
-            "--chunk-rows",
-            "1000",
-        ],
+        _predict_command(source, out_folder / "out.npy", small_model_path, chunk_rows=1000),
         capture_output=True,
         text=True,
         timeout=120,
@@ -558,18 +564,7 @@ def test_sigterm_during_predict_removes_the_temporary_file(small_model_path, tmp
     out_folder = tmp_path / "out"
     out_folder.mkdir()
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fastmlp",
-            "predict",
-            str(source),
-            str(out_folder / "out.npy"),
-            "--model",
-            str(small_model_path),
-            "--chunk-rows",
-            "20",
-        ],
+        _predict_command(source, out_folder / "out.npy", small_model_path, chunk_rows=20),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
