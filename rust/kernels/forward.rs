@@ -652,59 +652,54 @@ fn emit_row<E: Element>(values: &[E], row: usize, sink: &mut Sink<'_, E>) {
 
 #[cfg(test)]
 mod tests {
+    use std::ops::Range;
+
     use super::{split_evenly, split_vectors, MIN_MACS_PER_TASK};
 
-    #[test]
-    fn tile_splits_cover_every_tile_once() {
-        for units in 0..60 {
+    /// Runs `split(units, macs, threads)` over a range of sizes and checks what every split
+    /// owes: parts only where there are threads to share them, at most four per thread and one
+    /// per `MIN_MACS_PER_TASK`, nonempty, in order, covering `0..units` once. `also` then
+    /// checks the split's own rules.
+    fn check_every_split(
+        max_units: usize,
+        split: fn(usize, usize, usize) -> Option<Vec<Range<usize>>>,
+        also: impl Fn(usize, &[Range<usize>]),
+    ) {
+        for units in 0..max_units {
             for threads in 1..6 {
-                for macs in [
-                    0,
-                    MIN_MACS_PER_TASK,
-                    5 * MIN_MACS_PER_TASK,
-                    100 * MIN_MACS_PER_TASK,
-                ] {
-                    let Some(parts) = split_evenly(units, macs, threads) else {
+                for work in [0, 1, 3, 5, 100] {
+                    let macs = work * MIN_MACS_PER_TASK;
+                    let Some(parts) = split(units, macs, threads) else {
                         continue;
                     };
                     assert!(threads > 1 && parts.len() > 1 && parts.len() <= threads * 4);
                     assert!(parts.len() <= macs / MIN_MACS_PER_TASK);
                     assert_eq!(parts[0].start, 0);
                     assert_eq!(parts.last().unwrap().end, units);
+                    assert!(parts.iter().all(|part| part.start < part.end));
                     for pair in parts.windows(2) {
-                        assert!(pair[0].start < pair[0].end && pair[0].end == pair[1].start);
+                        assert_eq!(pair[0].end, pair[1].start);
                     }
+                    also(units, &parts);
                 }
             }
         }
+        assert!(split(2000, 100 * MIN_MACS_PER_TASK, 2).is_some());
+    }
+
+    #[test]
+    fn tile_splits_cover_every_tile_once() {
+        check_every_split(60, split_evenly, |_, _| {});
     }
 
     #[test]
     fn single_row_splits_cover_every_vector_once_and_keep_the_last_two_together() {
-        for vectors in 0..300 {
-            for threads in 1..6 {
-                for macs in [
-                    0,
-                    MIN_MACS_PER_TASK,
-                    3 * MIN_MACS_PER_TASK,
-                    100 * MIN_MACS_PER_TASK,
-                ] {
-                    let Some(parts) = split_vectors(vectors, macs, threads) else {
-                        continue;
-                    };
-                    assert!(threads > 1 && parts.len() > 1 && parts.len() <= threads * 4);
-                    assert!(parts.len() <= macs / MIN_MACS_PER_TASK);
-                    assert_eq!(parts[0].start, 0);
-                    assert_eq!(parts.last().unwrap().end, vectors);
-                    for pair in parts.windows(2) {
-                        assert_eq!(pair[0].end, pair[1].start);
-                        assert!(pair[0].start < pair[0].end && pair[0].end % 8 == 0);
-                    }
-                    let last = parts.last().unwrap();
-                    assert!(last.len() >= 2, "{vectors} {threads} {macs}: {parts:?}");
-                }
+        check_every_split(300, split_vectors, |vectors, parts| {
+            for pair in parts.windows(2) {
+                assert!(pair[0].end % 8 == 0, "{vectors}: {parts:?}");
             }
-        }
-        assert!(split_vectors(2000, 100 * MIN_MACS_PER_TASK, 2).is_some());
+            let last = parts.last().unwrap();
+            assert!(last.len() >= 2, "{vectors}: {parts:?}");
+        });
     }
 }
