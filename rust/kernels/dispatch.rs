@@ -4,9 +4,10 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 
 use super::math::ExpConstants;
+use super::simd::Simd;
+use super::simd_portable::Portable;
 #[cfg(target_arch = "x86_64")]
-use super::simd::{Avx2, Avx512};
-use super::simd::{Portable, Simd};
+use super::simd_x86::{Avx2, Avx512};
 
 /// An instruction-set level, best first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -11,9 +11,9 @@ use super::microkernel::{
     single_row_steps, single_row_vector_range, single_row_vectors,
 };
 use super::pack::{pack_input_chunk, pack_input_row, PackedLayer, MAX_LANES};
-use super::simd::{
-    return_index_scratch, take_index_scratch, Element, InputElement, Prefetch, Simd,
-};
+use super::prefetch::Prefetch;
+use super::scratch::{return_index_scratch, take_index_scratch};
+use super::simd::{Element, InputElement, Simd};
 use crate::threads;
 
 /// A model packed for one instruction-set level.

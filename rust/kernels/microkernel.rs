@@ -6,7 +6,8 @@ use super::math::{apply_elementwise, softmax_vertical, Activation, ExpConstants}
 use super::pack::PackedLayer;
 use std::ops::Range;
 
-use super::simd::{prefetch_line_to_l2, Element, Prefetch, Simd};
+use super::prefetch::{prefetch_line_to_l2, Prefetch};
+use super::simd::{Element, Simd};
 
 /// Rows one batched chunk holds: two vectors' worth, so each broadcast weight feeds two FMAs.
 #[inline(always)]
