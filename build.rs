@@ -22,7 +22,8 @@ const WATCHED_OVERRIDES: [&str; 4] = [
     "CARGO_PROFILE_DIST_CODEGEN_UNITS",
 ];
 
-/// Passes the build's circumstances to `build_info()` in `rust/lib.rs` as `FASTMLP_BUILD_*`
+/// Passes the build's circumstances to `build_info()` in `rust/bindings/runtime.rs` as
+/// `FASTMLP_BUILD_*`
 /// environment variables of the compiler: a bug report then says how the binary was made.
 fn record_build() {
     let var = |name: &str| env::var(name).unwrap_or_default();

@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use pyo3::prelude::*;
 
+use crate::error::{catch_panic, FastmlpError};
+
 /// fastmlp calls currently running with the GIL released.
 static DETACHED_CALLS: AtomicUsize = AtomicUsize::new(0);
 
@@ -36,4 +38,17 @@ pub fn no_other_call_running(_py: Python<'_>) -> bool {
 /// one, and the others do not exist), whatever the parent's count said.
 pub fn reset_after_fork() {
     DETACHED_CALLS.store(0, Ordering::Release);
+}
+
+/// Runs `work` with the GIL released when `heavy`, catching any panic.
+pub fn run_released<T: Send>(
+    py: Python<'_>,
+    heavy: bool,
+    work: impl FnOnce() -> T + Send,
+) -> Result<T, FastmlpError> {
+    if heavy {
+        run_detached(py, || catch_panic(work))
+    } else {
+        catch_panic(work)
+    }
 }

@@ -5,6 +5,8 @@ use std::fmt;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::PyErr;
 
+use crate::borrows::Refusal;
+
 #[derive(Debug)]
 pub enum FastmlpError {
     /// An array has the wrong shape or size for what it is used as.
@@ -36,6 +38,17 @@ impl fmt::Display for FastmlpError {
 }
 
 impl std::error::Error for FastmlpError {}
+
+impl FastmlpError {
+    /// The error for a refused borrow of the array named `what`: it is not C-contiguous, or (read
+    /// only, or in use by another call) `what` followed by `in_use`.
+    pub fn refused(refusal: Refusal, what: &str, in_use: &str) -> FastmlpError {
+        match refusal {
+            Refusal::NotContiguous => FastmlpError::Value(format!("{what} must be C-contiguous")),
+            Refusal::ReadOnly | Refusal::InUse => FastmlpError::Value(format!("{what} {in_use}")),
+        }
+    }
+}
 
 impl From<FastmlpError> for PyErr {
     fn from(err: FastmlpError) -> PyErr {

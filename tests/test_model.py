@@ -573,6 +573,23 @@ def test_a_few_rows_through_a_wide_layer_split_its_columns_without_changing_a_bi
             assert np.array_equal(two_threads, batch[rows])
 
 
+def test_a_result_too_large_for_the_core_to_allocate_is_left_to_numpy(rng):
+    # 2,048 rows x 1,024 outputs is over the 2^20 elements the core allocates itself: its fast
+    # path answers None (a return value, not an exception) and the Python layer allocates.
+    layers = random_layers(rng, 3, [1024], ["sigmoid"], np.float32)
+    model = MLP(layers)
+    X = rng.normal(size=(2048, 3)).astype(np.float32)
+    run_direct, _, predict_direct = model._direct
+    assert run_direct(X, None, 1 << 30) is None
+    assert predict_direct(X, None, 1 << 30) is not None  # 2,048 labels are small
+    small = run_direct(X[:1000], None, 1 << 30)
+    assert small is not None and small.shape == (1000, 1024)
+    proba = model.predict_proba(X)
+    assert proba.shape == (2048, 1024)
+    assert np.array_equal(proba[:1000], small)
+    assert_close_to_truth(proba, ground_truth(layers, X, np.float32), np.float32)
+
+
 # --- shapes ----------------------------------------------------------------------------------
 
 

@@ -76,14 +76,6 @@ class PackedMLP:
         log: bool = False,
     ) -> None:
         """Writes the outputs for the rows of ``x`` (2-D uint8/float32/float64) into ``out``."""
-    def run(
-        self,
-        x: npt.NDArray[np.generic],
-        threads: Optional[int] = None,
-        log: bool = False,
-    ) -> npt.NDArray[np.floating]:
-        """Runs the model over ``x`` (1-D: one row; 2-D: rows) into a new array of the model's
-        dtype, ``(outputs,)`` or ``(rows, outputs)``: the low-latency path."""
     def run_direct(
         self,
         x: object,
@@ -91,8 +83,10 @@ class PackedMLP:
         max_bytes: int,
         log: bool = False,
     ) -> Optional[npt.NDArray[np.floating]]:
-        """``run`` for the fast path: ``None``, without reading ``x``, unless ``x`` is exactly a
-        NumPy ndarray of at most ``max_bytes`` bytes."""
+        """Runs the model over ``x`` (1-D: one row; 2-D: rows) into a new array of the model's
+        dtype, ``(outputs,)`` or ``(rows, outputs)``: the low-latency path. ``None``, without
+        reading ``x``, unless ``x`` is exactly a NumPy ndarray of at most ``max_bytes`` bytes
+        whose result is small enough for the core to allocate."""
     def predict_direct(
         self,
         x: object,

@@ -377,11 +377,10 @@ class MLP:
 
         First the core's low-latency path, for a call with nothing but ``X`` (and ``threads``):
         the core checks X's type, size, dtype, shape and layout itself and allocates the
-        result. It passes over (None) what is not exactly an ndarray or is larger than a chunk,
-        and refuses (``TypeError``/``ValueError``) the rest, among them results it leaves to
-        NumPy to allocate ("the result is large"): this is the one place such a refusal is
-        taken as "use the validated path", which converts what it can, explains what it
-        cannot, and runs memory-mapped input in chunks.
+        result. It passes over (None) what is not exactly an ndarray, is larger than a chunk or
+        would make a result it leaves to NumPy to allocate, and refuses (``TypeError`` /
+        ``ValueError``) what it cannot take as it is: the validated path converts what it can,
+        explains what it cannot, and runs memory-mapped input in chunks.
         """
         if (
             batch_size is None
