@@ -22,6 +22,7 @@ import numpy as np
 from .._common import PathLike
 from ..errors import WeightsFormatError
 from . import limits, metadata
+from .atomic import write_atomically
 from .weights import WeightsFile, check_weights, layer_count
 
 __all__ = ["read_safetensors", "write_safetensors"]
@@ -300,19 +301,15 @@ def _prepare(
     return len(text).to_bytes(_LENGTH_BYTES, "little") + text, [entry[2] for entry in entries]
 
 
-def _write_prepared(file: IO[bytes], header: bytes, arrays: "list[np.ndarray]") -> None:
-    file.write(header)
-    for array in arrays:
-        if array.size:
-            file.write(array.reshape(-1).view(np.uint8).data)
-
-
 def dump_safetensors(
     file: IO[bytes], tensors: Mapping[str, Any], metadata: Optional[Mapping[str, str]] = None
 ) -> None:
     """Write a safetensors file to an open binary file (see :func:`write_safetensors`)."""
     header, arrays = _prepare(tensors, metadata)
-    _write_prepared(file, header, arrays)
+    file.write(header)
+    for array in arrays:
+        if array.size:
+            file.write(array.reshape(-1).view(np.uint8).data)
 
 
 def write_safetensors(
@@ -326,7 +323,7 @@ def write_safetensors(
     Parameters
     ----------
     path : str or os.PathLike
-        Destination, written as given (no suffix added).
+        Destination, written as given (no suffix added), atomically as by ``save``.
     tensors : mapping of str to array_like
         Names and arrays of a supported dtype (bool, int8..64, uint8..64, float16/32/64).
     metadata : mapping of str to str, optional
@@ -339,9 +336,7 @@ def write_safetensors(
     ValueError
         If a name is not a str or is ``"__metadata__"``.
     """
-    header, arrays = _prepare(tensors, metadata)  # validate before creating the file
-    with open(path, "wb") as file:
-        _write_prepared(file, header, arrays)
+    write_atomically(path, lambda file: dump_safetensors(file, tensors, metadata))
 
 
 def _name_runs(name: str) -> "tuple[tuple[int, Any], ...]":
