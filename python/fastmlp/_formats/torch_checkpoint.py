@@ -32,7 +32,7 @@ from .._common import PathLike
 
 from ..errors import UnsafePickleError, WeightsFormatError
 from . import limits
-from .pickle_limits import PickleRefused, check_pickle_limits
+from .pickle_limits import load_within_limits
 from .weights import WeightsFile, check_weights
 
 __all__ = ["read_torch_state_dict", "state_dict_to_weights"]
@@ -519,34 +519,14 @@ def read_torch_state_dict(path: PathLike) -> Dict[str, np.ndarray]:
     with zip_file:
         archive = _Archive(zip_file, path)
         content = archive.read(archive.pickle_name, limit=limits.CHECKPOINT_MAX_PICKLE_BYTES)
-        try:
-            # Nesting depth and opcode count bounded before anything is built: deep nesting
-            # crashes Python in C code that recurses (hashing a tuple key, repr).
-            check_pickle_limits(content)
-        except PickleRefused as exc:
-            raise WeightsFormatError(
-                f"{display!r}: data.pkl is refused: {exc}; expected a state_dict"
-            ) from None
-        except Exception as exc:
-            raise WeightsFormatError(
-                f"{display!r}: data.pkl is damaged or not a state_dict ({type(exc).__name__}: "
-                f"{exc})"
-            ) from exc
         unpickler = _StateDictUnpickler(archive, content)
-        try:
-            state = unpickler.load()
-        except WeightsFormatError as exc:
-            # The stand-ins that check tensors do not know the file: name it here.
-            if display in str(exc):
-                raise
-            raise type(exc)(f"{display!r}: {exc}") from None
-        except Exception as exc:
-            # A damaged pickle fails in many ways (EOFError, UnpicklingError, or TypeError when
-            # it calls a stand-in the wrong way): all mean "not a state_dict we can read".
-            raise WeightsFormatError(
-                f"{display!r}: data.pkl is damaged or not a state_dict ({type(exc).__name__}: "
-                f"{exc})"
-            ) from exc
+        state = load_within_limits(
+            content,
+            unpickler,
+            repr(display),
+            refused="{where}: data.pkl is refused: {exc}; expected a state_dict",
+            damaged="{where}: data.pkl is damaged or not a state_dict ({kind}: {exc})",
+        )
     if not isinstance(state, dict):
         raise UnsafePickleError(
             f"{display!r} holds a {type(state).__name__.lstrip('_')}; expected a state_dict (a "
