@@ -212,30 +212,9 @@ class _GraphReader:
 
 
 def read_onnx(path: PathLike) -> "tuple[list[Layer], Optional[float]]":
-    """Reads the dense layers of an ONNX network.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        A self-contained ``.onnx`` file (binary protobuf).
-
-    Returns
-    -------
-    layers : list of (W, b, activation)
-        ``W`` as ``(in, out)``, ``b`` as ``(out,)``, in the file's float dtype; activation names
-        as :class:`fastmlp.MLP` takes them.
-    input_scale : float or None
-        The factor of a leading ``Mul`` by a scalar constant, else None.
-
-    Raises
-    ------
-    ImportError
-        If the ``onnx`` package is not installed.
-    fastmlp.errors.WeightsFormatError
-        If the file is not an ONNX model, stores tensors as external data, is not a single
-        chain from one input to one output, or uses an operator other than those listed in the
-        module docstring (the message names the operator and its node).
-    """
+    """The layers ``(W (in, out), b, activation)`` of an ONNX network of dense layers, and the
+    factor of a leading ``Mul`` by a scalar (else None): what :func:`fastmlp.from_onnx` reads,
+    with its exceptions."""
     onnx = _import_onnx()
     where = repr(os.fspath(path))
     data = pathlib.Path(path).read_bytes()
@@ -506,36 +485,8 @@ def _exact_input_scale(model: Any, graph_scale: Optional[float]) -> Optional[flo
 
 
 def write_onnx(model: "MLP", path: PathLike) -> pathlib.Path:
-    """Writes ``model`` as an ONNX graph that onnxruntime runs.
-
-    One ``Gemm`` per layer (``W`` as ``(in, out)``, ``transB=0``) followed by its activation
-    node (none for identity); a leading ``Mul`` applies ``input_scale``. The input is named
-    ``"X"`` with shape ``("N", K)``, the output ``"Y"`` with shape ``("N", out)``, both in the
-    model's dtype (float32 or float64), opset 13.
-
-    Parameters
-    ----------
-    model : MLP
-        The model to write.
-    path : str or os.PathLike
-        The file to create (replaced atomically if it exists, as by :func:`fastmlp.save`).
-
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
-
-    Raises
-    ------
-    ImportError
-        If the ``onnx`` package is not installed.
-    TypeError
-        If ``model`` is not a :class:`fastmlp.MLP`.
-    """
-    from .._model import MLP
-
-    if not isinstance(model, MLP):
-        raise TypeError(f"model must be a fastmlp.MLP, got {type(model).__name__}")
+    """Writes ``model`` as :meth:`fastmlp.MLP.to_onnx` documents, replacing ``path``
+    atomically if it exists (as :func:`fastmlp.save` does); returns ``path``."""
     content = onnx_bytes(model)
     path = pathlib.Path(path)
     write_atomically(path, lambda file: file.write(content))
