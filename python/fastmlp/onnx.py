@@ -80,6 +80,7 @@ _POST_OPS = (
     "Div",
 )
 _ML_POST_OPS = ("ArrayFeatureExtractor", "ZipMap")
+_SESSION_OPS = {"Constant", "LogSoftmax", *_BEFORE_FIRST_LAYER, *_LAYER_OPS, *_POST_OPS}
 
 PathOrBytes = Union[str, bytes, "os.PathLike[str]"]
 
@@ -322,16 +323,11 @@ class InferenceSession:
         reader = _SessionGraphReader(onnx, model, where)
         graph = model.graph
         for node in graph.node:
-            supported = (node.domain in _DEFAULT_DOMAINS and node.op_type != "Constant") and (
-                node.op_type in _BEFORE_FIRST_LAYER
-                or node.op_type in _LAYER_OPS
-                or node.op_type in _POST_OPS
-                or node.op_type == "LogSoftmax"
-            )
-            supported = supported or (node.domain == _ML_DOMAIN and node.op_type in _ML_POST_OPS)
-            if not supported and not (
-                node.op_type == "Constant" and node.domain in _DEFAULT_DOMAINS
-            ):
+            if node.domain in _DEFAULT_DOMAINS:
+                supported = node.op_type in _SESSION_OPS
+            else:
+                supported = node.domain == _ML_DOMAIN and node.op_type in _ML_POST_OPS
+            if not supported:
                 raise _unsupported(reader, node)
         inputs = [v for v in graph.input if v.name not in reader.constants]
         if len(inputs) != 1:
