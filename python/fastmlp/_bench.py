@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import platform
 import time
@@ -42,10 +43,7 @@ def numpy_forward(layers, threads: Optional[int] = None) -> Callable[[np.ndarray
     """A plain NumPy forward pass (stable sigmoid and row-wise softmax), batched."""
     from . import reference
 
-    def run(X: np.ndarray) -> np.ndarray:
-        return reference.forward(layers, X)
-
-    return run
+    return functools.partial(reference.forward, layers)
 
 
 def onnxruntime_forward(layers, threads: int) -> Optional[Callable[[np.ndarray], np.ndarray]]:
