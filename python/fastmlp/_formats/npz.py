@@ -17,6 +17,20 @@ from . import limits, metadata, npy
 from .weights import WeightsFile, check_weights, layer_count
 
 
+# How zipfile fails on a damaged archive: a bad directory, a "version needed" it does not know
+# (NotImplementedError), an encrypted member or unknown compression (RuntimeError), a name
+# flagged UTF-8 that is not (UnicodeDecodeError, a ValueError), a short read.
+_DAMAGED_ZIP = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    OSError,
+    EOFError,
+    ValueError,
+    NotImplementedError,
+    RuntimeError,
+)
+
+
 def _check_npz_members(path: PathLike) -> None:
     """Check every member's declared size against the archive before NumPy allocates it.
 
@@ -88,17 +102,9 @@ def _read_npz(path: PathLike) -> "tuple[dict[str, np.ndarray], Optional[str]]":
         raise WeightsFormatError(
             f"{os.fspath(path)!r} is not a readable .npz archive of arrays: {exc}"
         ) from exc
-    except (
-        zipfile.BadZipFile,
-        zipfile.LargeZipFile,
-        OSError,
-        EOFError,
-        # zipfile's answers to encrypted members and unknown compression methods
-        RuntimeError,
-        NotImplementedError,
-    ) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
+    except FileNotFoundError:
+        raise
+    except _DAMAGED_ZIP as exc:
         raise WeightsFormatError(
             f"{os.fspath(path)!r} starts like a zip (.npz) archive but cannot be read as "
             f"one ({exc}); is it truncated?"
@@ -120,17 +126,7 @@ def zip_member_names(path: PathLike) -> "list[str]":
             return archive.namelist()
     except FileNotFoundError:
         raise
-    # A damaged directory fails in many ways: a bad zip, a "version needed" zipfile does not
-    # know (NotImplementedError), a name flagged UTF-8 that is not (UnicodeDecodeError).
-    except (
-        zipfile.BadZipFile,
-        zipfile.LargeZipFile,
-        OSError,
-        EOFError,
-        ValueError,
-        NotImplementedError,
-        RuntimeError,
-    ):
+    except _DAMAGED_ZIP:
         return []  # _read_npz reports the damage
 
 
