@@ -172,9 +172,8 @@ def from_torch_checkpoint(
 ) -> MLP:
     """Load ``torch.save(model.state_dict(), path)`` of Linear layers, without torch.
 
-    The file is read by :func:`fastmlp._formats.torch_checkpoint.read_torch_state_dict`, which never
-    runs code from the pickle inside. A state_dict holds weights only, so the activations
-    must be named.
+    The pickle inside is read by a restricted unpickler that never runs code from it. A
+    state_dict holds weights only, so the activations must be named.
 
     Parameters
     ----------
@@ -200,9 +199,18 @@ def from_torch_checkpoint(
     ValueError
         If neither ``activations`` nor ``output`` (and ``hidden`` for several layers) is
         given, both forms are, or ``activations`` has the wrong length.
-    UnsafePickleError, WeightsFormatError
-        As :func:`~fastmlp._formats.torch_checkpoint.read_torch_state_dict`, and if the state_dict
-        holds anything but Linear weights and biases.
+    FileNotFoundError
+        If ``path`` does not exist.
+    UnsafePickleError
+        If ``data.pkl`` names a global other than ``collections.OrderedDict``, the
+        ``torch.<Type>Storage`` names and ``torch._utils._rebuild_tensor_v2`` /
+        ``_rebuild_parameter`` (for example ``os.system``: it is never imported nor called),
+        or holds something other than a dict of tensors.
+    WeightsFormatError
+        If the file is not a torch zip checkpoint, a storage member is missing or of the wrong
+        size, a tensor reaches outside its storage, the archive declares more than 2 GiB, a
+        tensor is bfloat16, complex or quantized, or the state_dict holds anything but Linear
+        weights and biases.
 
     Examples
     --------

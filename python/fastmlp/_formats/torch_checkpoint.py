@@ -467,39 +467,11 @@ class _StateDictUnpickler(pickle.Unpickler):
 
 
 def read_torch_state_dict(path: PathLike) -> Dict[str, np.ndarray]:
-    """Read the tensors of a ``torch.save(model.state_dict(), path)`` checkpoint, without torch.
+    """The tensors of a ``torch.save(model.state_dict(), path)`` checkpoint, read without torch:
+    every tensor in file order under its state_dict key (``"0.weight"``, ...), with torch's
+    shape (a ``Linear`` weight is ``(out, in)``) and dtype, as new C-contiguous arrays.
 
-    Parameters
-    ----------
-    path : str or os.PathLike
-        A checkpoint in torch's zip format (the default since torch 1.6), e.g. ``model.pt``.
-
-    Returns
-    -------
-    dict of str to numpy.ndarray
-        Every tensor, in file order, under its state_dict key (``"0.weight"``, ...), with
-        torch's shape and dtype (float16/32/64 or an integer type), as new C-contiguous
-        arrays. A ``Linear`` layer's weight has torch's shape ``(out, in)``.
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``path`` does not exist.
-    UnsafePickleError
-        If ``data.pkl`` names a global other than ``collections.OrderedDict``, the
-        ``torch.<Type>Storage`` names and ``torch._utils._rebuild_tensor_v2`` /
-        ``_rebuild_parameter`` (for example ``os.system``: it is never imported nor called),
-        or holds something other than a dict of tensors.
-    WeightsFormatError
-        If the file is not a torch zip checkpoint, a storage member is missing or of the wrong
-        size, a tensor reaches outside its storage, the archive declares more than
-        ``limits.CHECKPOINT_MAX_BYTES`` (2 GiB), or a tensor is bfloat16, complex or quantized.
-
-    Examples
-    --------
-    >>> state = read_torch_state_dict("tiny_mlp_state_dict.pt")  # doctest: +SKIP
-    >>> {key: array.shape for key, array in state.items()}  # doctest: +SKIP
-    {'1.weight': (7, 12), '1.bias': (7,), '3.weight': (5, 7), ...}
+    Raises as :func:`fastmlp.from_torch_checkpoint` documents.
     """
     display = os.fspath(path)
     try:
