@@ -178,11 +178,11 @@ def _reshape(data: np.ndarray, shape: np.ndarray, allowzero: int) -> np.ndarray:
 
 
 def _compile_post_node(
-    reader: _SessionGraphReader, node: Any, helper: Any
+    reader: _SessionGraphReader, node: Any
 ) -> "Callable[[List[Any]], List[Any]]":
     """A function of the node's input values returning its output values."""
     op = node.op_type
-    attributes = reader.attributes(node, helper)
+    attributes = reader.attributes(node)
     if node.domain == _ML_DOMAIN and op == "ZipMap":
         if "classlabels_int64s" in attributes:
             labels: List[Any] = [int(v) for v in attributes["classlabels_int64s"]]
@@ -370,7 +370,6 @@ class InferenceSession:
         self._post: List[Tuple[Callable[[List[Any]], List[Any]], List[str], List[str]]] = []
         self._constants: Dict[str, Any] = {}
         available = {self._input_name, self._trunk_output}
-        helper = onnx.helper
         for node in graph.node:
             if id(node) in trunk_ids or node.op_type == "Constant":
                 continue
@@ -389,7 +388,7 @@ class InferenceSession:
                     f"{_node_label(node)} reads the graph input {self._input_name!r} besides the "
                     "dense layers; fastmlp runs graphs whose input feeds only the layers"
                 )
-            function = _compile_post_node(reader, node, helper)
+            function = _compile_post_node(reader, node)
             self._post.append((function, list(node.input), list(node.output)))
             available.update(node.output)
         for output in self._outputs:
@@ -414,14 +413,7 @@ class InferenceSession:
             elif op == "LogSoftmax":
                 if not seen_layer:
                     break
-                axis = reader.attributes(node, reader.onnx.helper).get(
-                    "axis", -1 if reader.opset >= 13 else 1
-                )
-                if axis not in (-1, 1):
-                    raise reader.fail(
-                        f"{_node_label(node)} has axis={axis}; expected -1 or 1 (the features of "
-                        "(N, out))"
-                    )
+                reader.check_softmax_axis(node)
                 trunk.append(node)
                 log_output = True
                 break
@@ -430,7 +422,7 @@ class InferenceSession:
             elif op in _ACTIVATION_OPS and not seen_layer:
                 break
             if op == "Cast":
-                to = reader.attributes(node, reader.onnx.helper).get("to")
+                to = reader.attributes(node).get("to")
                 if to not in (1, 11):
                     break
             if len(node.output) != 1:

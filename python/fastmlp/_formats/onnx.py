@@ -155,9 +155,16 @@ class _GraphReader:
             )
         return value
 
-    @staticmethod
-    def attributes(node: Any, helper: Any) -> Dict[str, Any]:
-        return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    def attributes(self, node: Any) -> Dict[str, Any]:
+        return {a.name: self.onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+    def check_softmax_axis(self, node: Any) -> None:
+        """Refuses a Softmax or LogSoftmax that does not normalise the features of (N, out)."""
+        axis = self.attributes(node).get("axis", -1 if self.opset >= 13 else 1)
+        if axis not in (-1, 1):
+            raise self.fail(
+                f"{_node_label(node)} has axis={axis}; expected -1 or 1 (the features of (N, out))"
+            )
 
     def chain(self) -> "tuple[str, list[Any], str]":
         """The input name, the nodes from it to the output in order, and the output name."""
@@ -241,7 +248,6 @@ def _collect_layers(
     Also returns the input scale, and for a leading Flatten or Reshape the number of features
     it flattens to (-1 when the graph does not say).
     """
-    helper = reader.onnx.helper
     layers: List[Layer] = []
     # The layer being assembled: W, b (None until a bias is seen), activation (None until seen).
     pending: Optional[list] = None
@@ -268,7 +274,7 @@ def _collect_layers(
     running = input_name
     for node in nodes:
         op = node.op_type
-        attributes = reader.attributes(node, helper)
+        attributes = reader.attributes(node)
         before_first_layer = pending is None
         if op == "Identity":
             pass
@@ -324,13 +330,7 @@ def _collect_layers(
                     "layers have one activation each"
                 )
             if op == "Softmax":
-                default_axis = -1 if reader.opset >= 13 else 1
-                axis = attributes.get("axis", default_axis)
-                if axis not in (-1, 1):
-                    raise reader.fail(
-                        f"{_node_label(node)} has axis={axis}; expected -1 or 1 (the features "
-                        "of (N, out))"
-                    )
+                reader.check_softmax_axis(node)
             pending[2] = _ACTIVATION_OPS[op]
         else:
             raise reader.fail(
