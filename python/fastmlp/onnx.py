@@ -166,10 +166,6 @@ def _unsupported(reader: _GraphReader, node: Any) -> WeightsFormatError:
     )
 
 
-def _int_attribute(attributes: "Dict[str, Any]", name: str, default: int) -> int:
-    return int(attributes.get(name, default))
-
-
 def _reshape(data: np.ndarray, shape: np.ndarray, allowzero: int) -> np.ndarray:
     target = [int(d) for d in shape.ravel()]
     if not allowzero:
@@ -212,7 +208,7 @@ def _compile_post_node(
     if op == "Identity":
         return lambda values: [values[0]]
     if op == "Cast":
-        target = _int_attribute(attributes, "to", 0)
+        target = int(attributes.get("to", 0))
         if target not in _ELEMENT_TYPES or target == 8:
             raise reader.fail(
                 f"{_node_label(node)} casts to ONNX type {target}; fastmlp casts to numbers only"
@@ -220,10 +216,10 @@ def _compile_post_node(
         dtype = _ELEMENT_TYPES[target][1]
         return lambda values: [np.asarray(values[0]).astype(dtype)]
     if op == "Reshape":
-        allowzero = _int_attribute(attributes, "allowzero", 0)
+        allowzero = int(attributes.get("allowzero", 0))
         return lambda values: [_reshape(np.asarray(values[0]), np.asarray(values[1]), allowzero)]
     if op == "Flatten":
-        axis = _int_attribute(attributes, "axis", 1)
+        axis = int(attributes.get("axis", 1))
 
         def flatten(values: "List[Any]") -> "List[Any]":
             data = np.asarray(values[0])
@@ -232,9 +228,9 @@ def _compile_post_node(
 
         return flatten
     if op == "ArgMax":
-        axis = _int_attribute(attributes, "axis", 0)
-        keepdims = _int_attribute(attributes, "keepdims", 1)
-        last = _int_attribute(attributes, "select_last_index", 0)
+        axis = int(attributes.get("axis", 0))
+        keepdims = int(attributes.get("keepdims", 1))
+        last = int(attributes.get("select_last_index", 0))
 
         def argmax(values: "List[Any]") -> "List[Any]":
             data = np.asarray(values[0])
@@ -248,7 +244,7 @@ def _compile_post_node(
 
         return argmax
     if op == "Concat":
-        axis = _int_attribute(attributes, "axis", 0)
+        axis = int(attributes.get("axis", 0))
         return lambda values: [np.concatenate([np.asarray(v) for v in values], axis=axis)]
     binary = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[op]
 

@@ -17,28 +17,24 @@ from ..errors import UnsafePickleError, WeightsFormatError
 _LAYER_KEY = re.compile(r"^([Wb])([1-9][0-9]*)$")
 
 
-def _describe(value: Any) -> str:
-    return type(value).__name__
-
-
 def check_weights(weights: Any, path: PathLike, *, from_pickle: bool) -> dict[str, np.ndarray]:
     """Check that a loaded object is a dict W1, b1, ..., Wn, bn of numeric arrays."""
     if not isinstance(weights, dict):
         raise UnsafePickleError(
-            f"{os.fspath(path)!r} holds a {_describe(weights)}; expected a dict of str to "
+            f"{os.fspath(path)!r} holds a {type(weights).__name__}; expected a dict of str to "
             "numpy arrays (W1, b1, W2, ...)"
         )
     layer_numbers: dict[str, set[int]] = {"W": set(), "b": set()}
     for key, value in weights.items():
         if not isinstance(key, str):
             raise WeightsFormatError(
-                f"{os.fspath(path)!r} has a key {key!r} of type {_describe(key)}; expected str "
+                f"{os.fspath(path)!r} has a key {key!r} of type {type(key).__name__}; expected str "
                 "keys W1, b1, W2, ..."
             )
         if not isinstance(value, np.ndarray):
             error = UnsafePickleError if from_pickle else WeightsFormatError
             raise error(
-                f"{os.fspath(path)!r}: {key!r} is a {_describe(value)}; expected a numpy array"
+                f"{os.fspath(path)!r}: {key!r} is a {type(value).__name__}; expected a numpy array"
             )
         if value.dtype.hasobject:
             raise UnsafePickleError(
