@@ -110,7 +110,7 @@ def from_torch(module: Any, *, input_scale: Optional[float] = None, dtype: Any =
             f"{type(module).__name__} (a custom forward cannot be read: rebuild the network "
             "as an nn.Sequential holding the same layers)"
         )
-    activation_types = {nn.Sigmoid: "sigmoid", nn.ReLU: "relu", nn.Tanh: "tanh"}
+    names = {nn.Sigmoid: "sigmoid", nn.ReLU: "relu", nn.Tanh: "tanh", nn.Softmax: "softmax"}
     modules = _flatten_modules(module, nn, "")
     layers: "List[List[Any]]" = []  # [W (in, out), b, activation]
     activation_set = False  # whether the last layer already has its activation
@@ -121,8 +121,9 @@ def from_torch(module: Any, *, input_scale: Optional[float] = None, dtype: Any =
             W, b = _linear_arrays(child, where)
             layers.append([W, b, "identity"])
             activation_set = False
-        elif type(child) in activation_types or type(child) is nn.Softmax:
-            if type(child) is nn.Softmax:
+        elif type(child) in names:
+            name = names[type(child)]
+            if name == "softmax":
                 if position != len(modules) - 1:
                     raise ValueError(
                         f"{where}: Softmax is supported only as the last module ({_SUPPORTED})"
@@ -132,9 +133,6 @@ def from_torch(module: Any, *, input_scale: Optional[float] = None, dtype: Any =
                         f"{where}: Softmax(dim={child.dim}) is not supported; expected "
                         "Softmax(dim=-1) or Softmax(dim=1), over the features of each row"
                     )
-                name = "softmax"
-            else:
-                name = activation_types[type(child)]
             if not layers:
                 raise ValueError(f"{where}: an activation before any Linear is not supported")
             if activation_set:
