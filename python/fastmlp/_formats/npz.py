@@ -139,24 +139,9 @@ def read_npz_file(path: PathLike) -> WeightsFile:
 
 
 def save_npz(path: PathLike, weights: Mapping[str, np.ndarray]) -> None:
-    """Save weights as an uncompressed ``.npz``, a format that loads without pickle.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        Destination. As with :func:`numpy.savez`, ``.npz`` is appended to a str path that
-        lacks it.
-    weights : mapping of str to array_like
-        ``{"W1": ..., "b1": ..., ...}``, e.g. the output of :func:`read_weights`.
-
-    Raises
-    ------
-    WeightsFormatError
-        If the keys are not W1, b1, ..., Wn, bn or an array is not numeric.
-
-    Examples
-    --------
-    >>> save_npz("sample_weight.npz", read_weights("sample_weight.pkl"))  # doctest: +SKIP
+    """Save ``weights`` (``W1, b1, ..., Wn, bn``, e.g. :func:`read_weights`'s) as an uncompressed
+    ``.npz``, a format that loads without pickle; as :func:`numpy.savez` does, ``.npz`` is added
+    to a str ``path`` that lacks it. A WeightsFormatError for other keys or non-numeric arrays.
     """
     arrays = {key: np.asarray(value) for key, value in weights.items()}
     check_weights(arrays, path, from_pickle=False)

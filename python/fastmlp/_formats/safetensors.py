@@ -189,28 +189,13 @@ def _parse_header(text: bytes, buffer_size: int, fail: Any) -> "tuple[list[_Tens
 
 
 def read_safetensors(path: PathLike) -> "tuple[dict[str, np.ndarray], dict[str, str]]":
-    """Read every tensor and the metadata of a ``.safetensors`` file, checking it strictly.
+    """Every tensor of a ``.safetensors`` file, in the header's order (writable native-byte-order
+    arrays owning their memory), and its ``__metadata__`` map (empty when absent).
 
-    Parameters
-    ----------
-    path : str or os.PathLike
-        The file.
-
-    Returns
-    -------
-    tensors : dict of str to numpy.ndarray
-        In the header's order; writable native-byte-order arrays owning their memory.
-    metadata : dict of str to str
-        The ``__metadata__`` map (empty when absent).
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``path`` does not exist.
-    WeightsFormatError
-        If the header length exceeds the file or 100 MB, the header is not UTF-8 JSON, an
-        entry is malformed, a dtype is unsupported (BF16, F8, ...), a tensor's size disagrees
-        with its shape, tensors overlap or leave bytes uncovered, or a BOOL byte is not 0 or 1.
+    The file is checked strictly: a WeightsFormatError if the header length exceeds the file or
+    100 MB, the header is not UTF-8 JSON, an entry is malformed, a dtype is unsupported (BF16,
+    F8, ...), a tensor's size disagrees with its shape, tensors overlap or leave bytes
+    uncovered, or a BOOL byte is not 0 or 1.
     """
     where = repr(os.fspath(path))
 
@@ -315,26 +300,13 @@ def dump_safetensors(
 def write_safetensors(
     path: PathLike, tensors: Mapping[str, Any], metadata: Optional[Mapping[str, str]] = None
 ) -> None:
-    """Write tensors as a ``.safetensors`` file, laid out as the reference implementation does.
-
-    Tensors are ordered by dtype (widest first) then name, stored little-endian and
-    C-contiguous; the JSON header is padded with spaces to a multiple of 8 bytes.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        Destination, written as given (no suffix added), atomically as by ``save``.
-    tensors : mapping of str to array_like
-        Names and arrays of a supported dtype (bool, int8..64, uint8..64, float16/32/64).
-    metadata : mapping of str to str, optional
-        Stored as ``__metadata__``.
-
-    Raises
-    ------
-    TypeError
-        If an array's dtype cannot be stored, or metadata is not str to str.
-    ValueError
-        If a name is not a str or is ``"__metadata__"``.
+    """Write ``tensors`` (names to arrays of bool, int8..64, uint8..64 or float16/32/64) and
+    ``metadata`` (str to str, stored as ``__metadata__``) to ``path`` as the reference
+    implementation lays a ``.safetensors`` file out: ordered by dtype (widest first) then name,
+    little-endian, C-contiguous, the JSON header padded with spaces to a multiple of 8 bytes.
+    ``path`` is used as given and replaced atomically, as by ``save``. A TypeError for a dtype
+    it cannot store or metadata that is not str to str; a ValueError for a name that is not a
+    str or is ``"__metadata__"``.
     """
     write_atomically(path, lambda file: dump_safetensors(file, tensors, metadata))
 

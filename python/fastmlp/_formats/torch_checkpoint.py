@@ -538,27 +538,14 @@ def _layer_prefix(key: str, suffix: str) -> str:
 
 
 def state_dict_to_weights(state: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
-    """Turn a state_dict of ``Linear`` layers into fastmlp's ``W1, b1, ..., Wn, bn``.
+    """fastmlp's ``W1, b1, ..., Wn, bn`` from a state_dict of ``Linear`` layers in forward order
+    (as :func:`read_torch_state_dict` returns them and ``nn.Sequential`` orders them):
+    ``"<prefix>.weight"`` ``(out, in)`` becomes ``W<i>`` ``(in, out)`` (a C-contiguous
+    transposed copy), ``"<prefix>.bias"`` ``b<i>``, zeros of the weight's dtype when absent.
 
-    Parameters
-    ----------
-    state : mapping of str to numpy.ndarray
-        ``"<prefix>.weight"`` of shape ``(out, in)`` and optional ``"<prefix>.bias"`` of shape
-        ``(out,)`` per layer, in forward order (as :func:`read_torch_state_dict` returns them
-        and ``nn.Sequential`` orders them).
-
-    Returns
-    -------
-    dict of str to numpy.ndarray
-        ``W<i>`` of shape ``(in, out)`` (the transposed weight, C-contiguous) and ``b<i>``;
-        a layer saved without bias (``bias=False``) gets a zero bias of the weight's dtype.
-
-    Raises
-    ------
-    WeightsFormatError
-        If the state is empty, a key is not ``*.weight`` / ``*.bias`` (e.g. a BatchNorm's
-        ``running_mean``: only Linear layers are supported), a weight is not 2-D floating
-        point, a bias does not match its weight, or consecutive layers do not chain.
+    A WeightsFormatError if the state is empty, a key is not ``*.weight`` / ``*.bias`` (only
+    Linear layers: no BatchNorm's ``running_mean``), a weight is not 2-D floating point, a
+    bias does not match its weight, or consecutive layers do not chain.
     """
     if not isinstance(state, Mapping):
         raise TypeError(f"state must be a mapping of str to arrays, got {type(state).__name__}")
