@@ -65,19 +65,11 @@ def check_weights(weights: Any, path: PathLike, *, from_pickle: bool) -> dict[st
 
 @dataclass(frozen=True)
 class WeightsFile:
-    """What a weights file holds, as read by :func:`read_weights_file`.
-
-    Attributes
-    ----------
-    weights : dict of str to numpy.ndarray
-        ``W1, b1, ..., Wn, bn`` with ``W`` shaped ``(in, out)``, numeric, as stored.
-    activations : tuple of str or None
-        One activation name per layer, when the file records them (files written by
-        :func:`save`, ONNX models); None otherwise.
-    input_scale : float or None
-        The recorded input scale, when the file records one.
-    format : str
-        ``"npz"``, ``"safetensors"``, ``"pickle"``, ``"torch"`` or ``"onnx"``.
+    """What a weights file holds, as read by :func:`read_weights_file`: the numeric ``weights``
+    ``W1, b1, ..., Wn, bn`` as stored (``W`` shaped ``(in, out)``), one activation name per
+    layer and the input scale when the file records them (files written by :func:`save`, ONNX
+    models; else None), and the ``format``: ``"npz"``, ``"safetensors"``, ``"pickle"``,
+    ``"torch"`` or ``"onnx"``.
     """
 
     weights: Dict[str, np.ndarray]
