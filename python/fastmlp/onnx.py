@@ -40,6 +40,7 @@ from fastmlp._formats.onnx import (
     _GraphReader,
     _import_onnx,
     _node_label,
+    _parse_model,
 )
 from fastmlp.errors import WeightsFormatError
 
@@ -303,15 +304,8 @@ class InferenceSession:
                 f"path_or_bytes must be a path or the file's bytes, got "
                 f"{type(path_or_bytes).__name__}"
             )
-        model = onnx.ModelProto()
-        try:
-            model.ParseFromString(data)
-        except Exception as error:  # protobuf's DecodeError, without importing protobuf
-            raise WeightsFormatError(f"{where} is not an ONNX model: {error}") from error
-        if not model.HasField("graph"):
-            raise WeightsFormatError(f"{where} is not an ONNX model: it holds no graph")
         self._providers = ["CPUExecutionProvider"]
-        self._build(onnx, model, where)
+        self._build(onnx, _parse_model(onnx, data, where), where)
 
     # -- building -------------------------------------------------------------------------
 

@@ -50,6 +50,18 @@ def _import_onnx() -> Any:
     return onnx
 
 
+def _parse_model(onnx: Any, data: bytes, where: str) -> Any:
+    """The ``ModelProto`` in ``data``, the bytes of the file ``where``; it must hold a graph."""
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except Exception as error:  # protobuf's DecodeError, without importing protobuf ourselves
+        raise WeightsFormatError(f"{where} is not an ONNX model: {error}") from error
+    if not model.HasField("graph"):
+        raise WeightsFormatError(f"{where} is not an ONNX model: it holds no graph")
+    return model
+
+
 def _node_label(node: Any) -> str:
     name = f" {node.name!r}" if node.name else ""
     return f"{node.op_type} node{name}"
@@ -224,14 +236,7 @@ def read_onnx(path: PathLike) -> "tuple[list[Layer], Optional[float]]":
     with its exceptions."""
     onnx = _import_onnx()
     where = repr(os.fspath(path))
-    data = pathlib.Path(path).read_bytes()
-    model = onnx.ModelProto()
-    try:
-        model.ParseFromString(data)
-    except Exception as error:  # protobuf's DecodeError, without importing protobuf ourselves
-        raise WeightsFormatError(f"{where} is not an ONNX model: {error}") from error
-    if not model.HasField("graph"):
-        raise WeightsFormatError(f"{where} is not an ONNX model: it holds no graph")
+    model = _parse_model(onnx, pathlib.Path(path).read_bytes(), where)
     reader = _GraphReader(onnx, model, where)
     input_name, nodes, _ = reader.chain()
     layers, input_scale, flattened_to = _collect_layers(reader, input_name, nodes)
