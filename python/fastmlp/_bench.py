@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import platform
 import time
@@ -42,10 +43,7 @@ def numpy_forward(layers, threads: Optional[int] = None) -> Callable[[np.ndarray
     """A plain NumPy forward pass (stable sigmoid and row-wise softmax), batched."""
     from . import reference
 
-    def run(X: np.ndarray) -> np.ndarray:
-        return reference.forward(layers, X)
-
-    return run
+    return functools.partial(reference.forward, layers)
 
 
 def onnxruntime_forward(layers, threads: int) -> Optional[Callable[[np.ndarray], np.ndarray]]:
@@ -108,20 +106,14 @@ def engines(
 ) -> Dict[str, Callable[[np.ndarray], np.ndarray]]:
     """Name -> forward callable for every engine available here, fastmlp first."""
     model = MLP(layers)
-    found: Dict[str, Callable[[np.ndarray], np.ndarray]] = {}
-    if "fastmlp" in include:
-        found["fastmlp"] = lambda X: model.predict_proba(X, threads=threads)
-    if "numpy" in include:
-        found["numpy"] = numpy_forward(layers)
-    if "onnxruntime" in include:
-        run = onnxruntime_forward(layers, threads)
-        if run is not None:
-            found["onnxruntime"] = run
-    if "torch" in include:
-        run = torch_forward(layers, threads)
-        if run is not None:
-            found["torch"] = run
-    return found
+    makers: Dict[str, Callable[[], Optional[Callable[[np.ndarray], np.ndarray]]]] = {
+        "fastmlp": lambda: lambda X: model.predict_proba(X, threads=threads),
+        "numpy": lambda: numpy_forward(layers),
+        "onnxruntime": lambda: onnxruntime_forward(layers, threads),
+        "torch": lambda: torch_forward(layers, threads),
+    }
+    found = {name: make() for name, make in makers.items() if name in include}
+    return {name: run for name, run in found.items() if run is not None}
 
 
 def time_interleaved(
@@ -236,15 +228,15 @@ def run_comparison(
     with _blas_threads(threads):
         for batch in batch_sizes:
             calls: Dict[str, Callable[[], object]]
-            if images is None:
-                X = rng.random((batch, layers[0][0].shape[0]), dtype=np.float32).astype(dtype)
-                calls = {name: (lambda fn=fn, X=X: fn(X)) for name, fn in found.items()}
-            elif batch == 1:
+            if images is not None and batch == 1:
                 one_each = [images[i : i + 1] for i in range(len(images))]
                 calls = {name: _every_row_in_turn(fn, one_each) for name, fn in found.items()}
             else:
-                X = images[np.arange(batch) % len(images)]
-                calls = {name: (lambda fn=fn, X=X: fn(X)) for name, fn in found.items()}
+                if images is None:
+                    X = rng.random((batch, layers[0][0].shape[0]), dtype=np.float32).astype(dtype)
+                else:
+                    X = images[np.arange(batch) % len(images)]
+                calls = {name: functools.partial(fn, X) for name, fn in found.items()}
             calls[SGEMM] = sgemm
             best = time_interleaved(calls, rounds, settle=settle)
             peak = sgemm_flops / best.pop(SGEMM) / 1e9

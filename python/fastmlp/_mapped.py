@@ -42,10 +42,10 @@ def find_mapping(array: Any) -> Optional[mmap.mmap]:
     return None
 
 
-def rows_per_chunk(array: np.ndarray, chunk_bytes: Optional[int] = None) -> int:
-    """How many rows of ``array`` make about ``chunk_bytes`` (default :data:`CHUNK_BYTES`)."""
+def rows_per_chunk(array: np.ndarray) -> int:
+    """How many rows of ``array`` make about :data:`CHUNK_BYTES`."""
     row_bytes = max(array.itemsize * int(np.prod(array.shape[1:], dtype=np.int64)), 1)
-    return max((CHUNK_BYTES if chunk_bytes is None else chunk_bytes) // row_bytes, 1)
+    return max(CHUNK_BYTES // row_bytes, 1)
 
 
 def should_chunk(X: Any) -> bool:

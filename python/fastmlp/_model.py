@@ -582,8 +582,10 @@ class MLP:
     def to_onnx(self, path: Any) -> Any:
         """Writes the model as an ONNX file that onnxruntime runs (needs ``fastmlp[onnx]``).
 
-        One ``Gemm`` + activation node per layer, opset 13, input ``"X"`` of shape
-        ``("N", K)`` in the model's dtype; ``fastmlp.from_onnx`` reads it back equal.
+        One ``Gemm`` (``W`` as ``(in, out)``, ``transB=0``) + activation node (none for
+        identity) per layer, after a ``Mul`` applying ``input_scale``; opset 13, input ``"X"``
+        of shape ``("N", K)`` and output ``"Y"`` of shape ``("N", out)`` in the model's dtype.
+        An existing file is replaced atomically. ``fastmlp.from_onnx`` reads it back equal.
 
         Returns
         -------

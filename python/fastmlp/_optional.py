@@ -12,18 +12,10 @@ from types import ModuleType
 
 
 def import_optional(module: str, *, extra: str, needed_by: str, package: str = "") -> ModuleType:
-    """``module``, imported; else an ``ImportError`` saying ``{needed_by} needs {package}``.
-
-    Parameters
-    ----------
-    module : str
-        The module to import, e.g. ``"dask.array"``.
-    extra : str
-        The fastmlp extra that installs it (``onnx``, ``dask``, ``plot``, ``sklearn``).
-    needed_by : str
-        What the user asked for, in their words: ``"fastmlp.dask"``, ``"--plot"``.
-    package : str, optional
-        How to name the missing package; default: the top-level module name.
+    """``module`` (e.g. ``"dask.array"``), imported; else an ``ImportError`` saying
+    ``{needed_by} needs {package}: pip install "fastmlp[{extra}]"``, where ``needed_by`` is what
+    the user asked for in their words (``"fastmlp.dask"``, ``"--plot"``) and ``package``
+    defaults to the top-level module name.
     """
     try:
         return importlib.import_module(module)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 from . import _core
 from ._common import available_cores
@@ -40,19 +40,16 @@ def environment_threads() -> int:
     return min(count, available_cores()) if count > 0 else 0
 
 
-def _core_path() -> str:
-    return os.path.realpath(_core.__file__)
-
-
 def register_with(threadpoolctl: Any) -> bool:
     """Registers fastmlp's controller with an imported threadpoolctl; False if it is too old."""
     register = getattr(threadpoolctl, "register", None)
     base = getattr(threadpoolctl, "LibController", None)
     if register is None or base is None:
         return False  # threadpoolctl < 3.5 has no public registration
-    if any(getattr(c, "user_api", None) == _USER_API for c in _registered(threadpoolctl)):
+    registered = getattr(threadpoolctl, "_ALL_CONTROLLERS", ())
+    if any(getattr(c, "user_api", None) == _USER_API for c in registered):
         return True
-    core_path = _core_path()
+    core_path = os.path.realpath(_core.__file__)
 
     class FastmlpController(base):  # type: ignore[misc, valid-type]
         """fastmlp's pool: its default thread count (``fastmlp.set_num_threads``)."""
@@ -84,10 +81,6 @@ def register_with(threadpoolctl: Any) -> bool:
 
     register(FastmlpController)
     return True
-
-
-def _registered(threadpoolctl: Any) -> Sequence[Any]:
-    return getattr(threadpoolctl, "_ALL_CONTROLLERS", ())
 
 
 class _RegisterOnImport:
@@ -129,18 +122,14 @@ class _RegisteringLoader:
         module.__loader__ = self._loader  # as if we had never been there
         if module.__spec__ is not None:
             module.__spec__.loader = self._loader
-        _remove(self._finder)
+        try:
+            sys.meta_path.remove(self._finder)
+        except ValueError:
+            pass
         try:
             register_with(module)
         except Exception:  # noqa: BLE001 - never break the user's import of threadpoolctl
             pass
-
-
-def _remove(finder: Any) -> None:
-    try:
-        sys.meta_path.remove(finder)
-    except ValueError:
-        pass
 
 
 # What OMP_NUM_THREADS asked for when fastmlp was imported. Read once, as the core reads

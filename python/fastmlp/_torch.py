@@ -110,7 +110,7 @@ def from_torch(module: Any, *, input_scale: Optional[float] = None, dtype: Any =
             f"{type(module).__name__} (a custom forward cannot be read: rebuild the network "
             "as an nn.Sequential holding the same layers)"
         )
-    activation_types = {nn.Sigmoid: "sigmoid", nn.ReLU: "relu", nn.Tanh: "tanh"}
+    names = {nn.Sigmoid: "sigmoid", nn.ReLU: "relu", nn.Tanh: "tanh", nn.Softmax: "softmax"}
     modules = _flatten_modules(module, nn, "")
     layers: "List[List[Any]]" = []  # [W (in, out), b, activation]
     activation_set = False  # whether the last layer already has its activation
@@ -121,8 +121,9 @@ def from_torch(module: Any, *, input_scale: Optional[float] = None, dtype: Any =
             W, b = _linear_arrays(child, where)
             layers.append([W, b, "identity"])
             activation_set = False
-        elif type(child) in activation_types or type(child) is nn.Softmax:
-            if type(child) is nn.Softmax:
+        elif type(child) in names:
+            name = names[type(child)]
+            if name == "softmax":
                 if position != len(modules) - 1:
                     raise ValueError(
                         f"{where}: Softmax is supported only as the last module ({_SUPPORTED})"
@@ -132,9 +133,6 @@ def from_torch(module: Any, *, input_scale: Optional[float] = None, dtype: Any =
                         f"{where}: Softmax(dim={child.dim}) is not supported; expected "
                         "Softmax(dim=-1) or Softmax(dim=1), over the features of each row"
                     )
-                name = "softmax"
-            else:
-                name = activation_types[type(child)]
             if not layers:
                 raise ValueError(f"{where}: an activation before any Linear is not supported")
             if activation_set:
@@ -172,9 +170,8 @@ def from_torch_checkpoint(
 ) -> MLP:
     """Load ``torch.save(model.state_dict(), path)`` of Linear layers, without torch.
 
-    The file is read by :func:`fastmlp._formats.torch_checkpoint.read_torch_state_dict`, which never
-    runs code from the pickle inside. A state_dict holds weights only, so the activations
-    must be named.
+    The pickle inside is read by a restricted unpickler that never runs code from it. A
+    state_dict holds weights only, so the activations must be named.
 
     Parameters
     ----------
@@ -200,9 +197,18 @@ def from_torch_checkpoint(
     ValueError
         If neither ``activations`` nor ``output`` (and ``hidden`` for several layers) is
         given, both forms are, or ``activations`` has the wrong length.
-    UnsafePickleError, WeightsFormatError
-        As :func:`~fastmlp._formats.torch_checkpoint.read_torch_state_dict`, and if the state_dict
-        holds anything but Linear weights and biases.
+    FileNotFoundError
+        If ``path`` does not exist.
+    UnsafePickleError
+        If ``data.pkl`` names a global other than ``collections.OrderedDict``, the
+        ``torch.<Type>Storage`` names and ``torch._utils._rebuild_tensor_v2`` /
+        ``_rebuild_parameter`` (for example ``os.system``: it is never imported nor called),
+        or holds something other than a dict of tensors.
+    WeightsFormatError
+        If the file is not a torch zip checkpoint, a storage member is missing or of the wrong
+        size, a tensor reaches outside its storage, the archive declares more than 2 GiB, a
+        tensor is bfloat16, complex or quantized, or the state_dict holds anything but Linear
+        weights and biases.
 
     Examples
     --------

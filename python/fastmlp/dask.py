@@ -303,8 +303,7 @@ def _predict(
     kind = _dask_collection_kind(X)
     if kind is None:
         raise _not_a_collection(X, method)
-    if threads is not None:
-        threads = check_threads(threads)
+    threads = check_threads(threads)
     if kind == "array":
         if columns is not None:
             raise TypeError("columns= selects DataFrame columns; X is a dask.array")
@@ -550,15 +549,13 @@ def from_npy(path: PathLike, *, chunks: Union[int, str] = "auto") -> Any:
     da = _import_dask_array()
     path = os.path.abspath(os.fspath(path))
     rows: Union[int, str] = "auto"
-    if isinstance(chunks, bool):
-        raise ValueError(f'chunks must be a positive int or "auto", got {chunks!r}')
     if chunks != "auto":
         try:
             rows = operator.index(chunks)  # type: ignore[arg-type]
         except TypeError:
-            raise ValueError(f'chunks must be a positive int or "auto", got {chunks!r}') from None
-        if rows < 1:
-            raise ValueError(f'chunks must be a positive int or "auto", got {rows}')
+            rows = 0
+        if isinstance(chunks, bool) or rows < 1:
+            raise ValueError(f'chunks must be a positive int or "auto", got {chunks!r}')
     # read_npy checks the header against the file first: an empty, truncated, foreign or
     # object-dtype file is a DataFormatError here, not a failure inside a worker later.
     header = read_npy(path, mmap=True)

@@ -40,6 +40,7 @@ from fastmlp._formats.onnx import (
     _GraphReader,
     _import_onnx,
     _node_label,
+    _parse_model,
 )
 from fastmlp.errors import WeightsFormatError
 
@@ -80,6 +81,7 @@ _POST_OPS = (
     "Div",
 )
 _ML_POST_OPS = ("ArrayFeatureExtractor", "ZipMap")
+_SESSION_OPS = {"Constant", "LogSoftmax", *_BEFORE_FIRST_LAYER, *_LAYER_OPS, *_POST_OPS}
 
 PathOrBytes = Union[str, bytes, "os.PathLike[str]"]
 
@@ -165,10 +167,6 @@ def _unsupported(reader: _GraphReader, node: Any) -> WeightsFormatError:
     )
 
 
-def _int_attribute(attributes: "Dict[str, Any]", name: str, default: int) -> int:
-    return int(attributes.get(name, default))
-
-
 def _reshape(data: np.ndarray, shape: np.ndarray, allowzero: int) -> np.ndarray:
     target = [int(d) for d in shape.ravel()]
     if not allowzero:
@@ -177,11 +175,11 @@ def _reshape(data: np.ndarray, shape: np.ndarray, allowzero: int) -> np.ndarray:
 
 
 def _compile_post_node(
-    reader: _SessionGraphReader, node: Any, helper: Any
+    reader: _SessionGraphReader, node: Any
 ) -> "Callable[[List[Any]], List[Any]]":
     """A function of the node's input values returning its output values."""
     op = node.op_type
-    attributes = reader.attributes(node, helper)
+    attributes = reader.attributes(node)
     if node.domain == _ML_DOMAIN and op == "ZipMap":
         if "classlabels_int64s" in attributes:
             labels: List[Any] = [int(v) for v in attributes["classlabels_int64s"]]
@@ -211,7 +209,7 @@ def _compile_post_node(
     if op == "Identity":
         return lambda values: [values[0]]
     if op == "Cast":
-        target = _int_attribute(attributes, "to", 0)
+        target = int(attributes.get("to", 0))
         if target not in _ELEMENT_TYPES or target == 8:
             raise reader.fail(
                 f"{_node_label(node)} casts to ONNX type {target}; fastmlp casts to numbers only"
@@ -219,10 +217,10 @@ def _compile_post_node(
         dtype = _ELEMENT_TYPES[target][1]
         return lambda values: [np.asarray(values[0]).astype(dtype)]
     if op == "Reshape":
-        allowzero = _int_attribute(attributes, "allowzero", 0)
+        allowzero = int(attributes.get("allowzero", 0))
         return lambda values: [_reshape(np.asarray(values[0]), np.asarray(values[1]), allowzero)]
     if op == "Flatten":
-        axis = _int_attribute(attributes, "axis", 1)
+        axis = int(attributes.get("axis", 1))
 
         def flatten(values: "List[Any]") -> "List[Any]":
             data = np.asarray(values[0])
@@ -231,9 +229,9 @@ def _compile_post_node(
 
         return flatten
     if op == "ArgMax":
-        axis = _int_attribute(attributes, "axis", 0)
-        keepdims = _int_attribute(attributes, "keepdims", 1)
-        last = _int_attribute(attributes, "select_last_index", 0)
+        axis = int(attributes.get("axis", 0))
+        keepdims = int(attributes.get("keepdims", 1))
+        last = int(attributes.get("select_last_index", 0))
 
         def argmax(values: "List[Any]") -> "List[Any]":
             data = np.asarray(values[0])
@@ -247,7 +245,7 @@ def _compile_post_node(
 
         return argmax
     if op == "Concat":
-        axis = _int_attribute(attributes, "axis", 0)
+        axis = int(attributes.get("axis", 0))
         return lambda values: [np.concatenate([np.asarray(v) for v in values], axis=axis)]
     binary = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[op]
 
@@ -306,15 +304,8 @@ class InferenceSession:
                 f"path_or_bytes must be a path or the file's bytes, got "
                 f"{type(path_or_bytes).__name__}"
             )
-        model = onnx.ModelProto()
-        try:
-            model.ParseFromString(data)
-        except Exception as error:  # protobuf's DecodeError, without importing protobuf
-            raise WeightsFormatError(f"{where} is not an ONNX model: {error}") from error
-        if not model.HasField("graph"):
-            raise WeightsFormatError(f"{where} is not an ONNX model: it holds no graph")
         self._providers = ["CPUExecutionProvider"]
-        self._build(onnx, model, where)
+        self._build(onnx, _parse_model(onnx, data, where), where)
 
     # -- building -------------------------------------------------------------------------
 
@@ -322,16 +313,11 @@ class InferenceSession:
         reader = _SessionGraphReader(onnx, model, where)
         graph = model.graph
         for node in graph.node:
-            supported = (node.domain in _DEFAULT_DOMAINS and node.op_type != "Constant") and (
-                node.op_type in _BEFORE_FIRST_LAYER
-                or node.op_type in _LAYER_OPS
-                or node.op_type in _POST_OPS
-                or node.op_type == "LogSoftmax"
-            )
-            supported = supported or (node.domain == _ML_DOMAIN and node.op_type in _ML_POST_OPS)
-            if not supported and not (
-                node.op_type == "Constant" and node.domain in _DEFAULT_DOMAINS
-            ):
+            if node.domain in _DEFAULT_DOMAINS:
+                supported = node.op_type in _SESSION_OPS
+            else:
+                supported = node.domain == _ML_DOMAIN and node.op_type in _ML_POST_OPS
+            if not supported:
                 raise _unsupported(reader, node)
         inputs = [v for v in graph.input if v.name not in reader.constants]
         if len(inputs) != 1:
@@ -374,7 +360,6 @@ class InferenceSession:
         self._post: List[Tuple[Callable[[List[Any]], List[Any]], List[str], List[str]]] = []
         self._constants: Dict[str, Any] = {}
         available = {self._input_name, self._trunk_output}
-        helper = onnx.helper
         for node in graph.node:
             if id(node) in trunk_ids or node.op_type == "Constant":
                 continue
@@ -393,7 +378,7 @@ class InferenceSession:
                     f"{_node_label(node)} reads the graph input {self._input_name!r} besides the "
                     "dense layers; fastmlp runs graphs whose input feeds only the layers"
                 )
-            function = _compile_post_node(reader, node, helper)
+            function = _compile_post_node(reader, node)
             self._post.append((function, list(node.input), list(node.output)))
             available.update(node.output)
         for output in self._outputs:
@@ -418,14 +403,7 @@ class InferenceSession:
             elif op == "LogSoftmax":
                 if not seen_layer:
                     break
-                axis = reader.attributes(node, reader.onnx.helper).get(
-                    "axis", -1 if reader.opset >= 13 else 1
-                )
-                if axis not in (-1, 1):
-                    raise reader.fail(
-                        f"{_node_label(node)} has axis={axis}; expected -1 or 1 (the features of "
-                        "(N, out))"
-                    )
+                reader.check_softmax_axis(node)
                 trunk.append(node)
                 log_output = True
                 break
@@ -434,7 +412,7 @@ class InferenceSession:
             elif op in _ACTIVATION_OPS and not seen_layer:
                 break
             if op == "Cast":
-                to = reader.attributes(node, reader.onnx.helper).get("to")
+                to = reader.attributes(node).get("to")
                 if to not in (1, 11):
                     break
             if len(node.output) != 1:

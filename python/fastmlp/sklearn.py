@@ -121,9 +121,9 @@ def _weights_dtype(estimator: Any) -> np.dtype:
 
 # The fastmlp model of each fitted estimator, kept outside the estimator: scikit-learn's checks
 # require that predicting leaves ``__dict__`` unchanged, and clone/pickle/deepcopy should not
-# carry it. An entry is (coefs_ list, its arrays, intercepts_ list, its arrays, activation,
-# out_activation_, model); it is used only while all of these are still the estimator's own and
-# the arrays are still read-only (see _FastForward).
+# carry it. An entry is ((coefs_ list, intercepts_ list, their arrays), (activation,
+# out_activation_), model); it is used only while all of these are still the estimator's own
+# and the arrays are still read-only (see _FastForward).
 _MODELS: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
 _TRAINING = "training"  # the entry while scikit-learn fits: predictions use its own code
 
@@ -175,31 +175,19 @@ class _FastForward:
             return None  # e.g. loss="poisson"'s exp output: scikit-learn's own forward pass
         coefs = self.coefs_  # type: ignore[attr-defined]
         intercepts = self.intercepts_  # type: ignore[attr-defined]
+        weights = (coefs, intercepts, *coefs, None, *intercepts)
+        names = (self.activation, self.out_activation_)  # type: ignore[attr-defined]
         if (
             entry is not None
-            and entry[0] is coefs
-            and entry[2] is intercepts
-            and len(entry[1]) == len(coefs)
-            and len(entry[3]) == len(intercepts)
-            and all(a is b for a, b in zip(entry[1], coefs))
-            and all(a is b for a, b in zip(entry[3], intercepts))
-            and entry[4] == self.activation  # type: ignore[attr-defined]
-            and entry[5] == self.out_activation_  # type: ignore[attr-defined]
-            and not any(a.flags.writeable for a in coefs)
-            and not any(a.flags.writeable for a in intercepts)
+            and len(entry[0]) == len(weights)
+            and all(a is b for a, b in zip(entry[0], weights))
+            and entry[1] == names
+            and not any(a.flags.writeable for a in (*coefs, *intercepts))
         ):
-            return entry[6]
+            return entry[2]
         model = MLP(_mlp_layers(self), dtype=_weights_dtype(self))
         if _set_writeable(list(coefs) + list(intercepts), False):
-            _MODELS[self] = (
-                coefs,
-                tuple(coefs),
-                intercepts,
-                tuple(intercepts),
-                self.activation,  # type: ignore[attr-defined]
-                self.out_activation_,  # type: ignore[attr-defined]
-                model,
-            )
+            _MODELS[self] = (weights, names, model)
         return model
 
     def _forward_pass_fast(self, X: Any, check_input: bool = True) -> Any:

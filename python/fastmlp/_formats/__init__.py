@@ -57,9 +57,12 @@ def load(
 ) -> MLP:
     """Load a network from a weights file of any supported format into an :class:`MLP`.
 
-    The format is recognised by content (see :func:`read_weights_file`); nothing in the file
-    is executed. Activations and input scale come from the file when it records them (files
-    written by :func:`save`, ONNX models); arguments given here override the file.
+    The first bytes decide the format, whatever the file is called: a zip is a PyTorch
+    checkpoint when a member is named ``.../data.pkl``, else an ``.npz``; an 8-byte length
+    followed by ``{`` is safetensors; ``\\x80`` is a pickle (protocol 2+); ``\\x08`` is an ONNX
+    model. Nothing in the file is executed. Activations and input scale come from the file
+    when it records them (files written by :func:`save`, ONNX models); arguments given here
+    override the file.
 
     Parameters
     ----------
@@ -86,8 +89,17 @@ def load(
 
     Raises
     ------
-    UnsafePickleError, WeightsFormatError
-        As :func:`read_weights_file`.
+    FileNotFoundError
+        If ``path`` does not exist.
+    UnsafePickleError
+        If a pickle names a global outside the allowlist, or a file holds something other
+        than numeric arrays (a list, an ``object`` array, a Python object).
+    WeightsFormatError
+        If the file is empty, truncated, of an unknown format, declares sizes its bytes do
+        not back, has keys other than W1, b1, ..., Wn, bn, or carries invalid fastmlp
+        metadata (unknown activations, one count per layer violated, non-finite input_scale).
+    ImportError
+        For an ONNX model when the ``onnx`` package is missing.
     ValueError
         If ``activations`` does not have one name per layer or is combined with
         ``hidden``/``output``, if a PyTorch checkpoint is loaded without naming its

@@ -17,6 +17,20 @@ from . import limits, metadata, npy
 from .weights import WeightsFile, check_weights, layer_count
 
 
+# How zipfile fails on a damaged archive: a bad directory, a "version needed" it does not know
+# (NotImplementedError), an encrypted member or unknown compression (RuntimeError), a name
+# flagged UTF-8 that is not (UnicodeDecodeError, a ValueError), a short read.
+_DAMAGED_ZIP = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    OSError,
+    EOFError,
+    ValueError,
+    NotImplementedError,
+    RuntimeError,
+)
+
+
 def _check_npz_members(path: PathLike) -> None:
     """Check every member's declared size against the archive before NumPy allocates it.
 
@@ -88,17 +102,9 @@ def _read_npz(path: PathLike) -> "tuple[dict[str, np.ndarray], Optional[str]]":
         raise WeightsFormatError(
             f"{os.fspath(path)!r} is not a readable .npz archive of arrays: {exc}"
         ) from exc
-    except (
-        zipfile.BadZipFile,
-        zipfile.LargeZipFile,
-        OSError,
-        EOFError,
-        # zipfile's answers to encrypted members and unknown compression methods
-        RuntimeError,
-        NotImplementedError,
-    ) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
+    except FileNotFoundError:
+        raise
+    except _DAMAGED_ZIP as exc:
         raise WeightsFormatError(
             f"{os.fspath(path)!r} starts like a zip (.npz) archive but cannot be read as "
             f"one ({exc}); is it truncated?"
@@ -120,17 +126,7 @@ def zip_member_names(path: PathLike) -> "list[str]":
             return archive.namelist()
     except FileNotFoundError:
         raise
-    # A damaged directory fails in many ways: a bad zip, a "version needed" zipfile does not
-    # know (NotImplementedError), a name flagged UTF-8 that is not (UnicodeDecodeError).
-    except (
-        zipfile.BadZipFile,
-        zipfile.LargeZipFile,
-        OSError,
-        EOFError,
-        ValueError,
-        NotImplementedError,
-        RuntimeError,
-    ):
+    except _DAMAGED_ZIP:
         return []  # _read_npz reports the damage
 
 
@@ -143,24 +139,9 @@ def read_npz_file(path: PathLike) -> WeightsFile:
 
 
 def save_npz(path: PathLike, weights: Mapping[str, np.ndarray]) -> None:
-    """Save weights as an uncompressed ``.npz``, a format that loads without pickle.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        Destination. As with :func:`numpy.savez`, ``.npz`` is appended to a str path that
-        lacks it.
-    weights : mapping of str to array_like
-        ``{"W1": ..., "b1": ..., ...}``, e.g. the output of :func:`read_weights`.
-
-    Raises
-    ------
-    WeightsFormatError
-        If the keys are not W1, b1, ..., Wn, bn or an array is not numeric.
-
-    Examples
-    --------
-    >>> save_npz("sample_weight.npz", read_weights("sample_weight.pkl"))  # doctest: +SKIP
+    """Save ``weights`` (``W1, b1, ..., Wn, bn``, e.g. :func:`read_weights`'s) as an uncompressed
+    ``.npz``, a format that loads without pickle; as :func:`numpy.savez` does, ``.npz`` is added
+    to a str ``path`` that lacks it. A WeightsFormatError for other keys or non-numeric arrays.
     """
     arrays = {key: np.asarray(value) for key, value in weights.items()}
     check_weights(arrays, path, from_pickle=False)

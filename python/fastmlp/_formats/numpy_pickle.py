@@ -19,7 +19,7 @@ import numpy as np
 
 from .._common import PathLike
 from ..errors import UnsafePickleError, WeightsFormatError
-from .pickle_limits import PickleRefused, check_pickle_limits
+from .pickle_limits import load_within_limits
 from .weights import WeightsFile, check_weights
 
 try:
@@ -165,37 +165,18 @@ def _read_pickle(path: PathLike) -> dict[str, np.ndarray]:
     with open(path, "rb") as file:
         content = file.read()
     where = repr(os.fspath(path))
-    try:
-        # Walk the opcodes first, without building anything: every length the pickle declares
-        # (a 10**12-byte string in a 100-byte file) is checked against the bytes present, and
-        # the nesting depth and the opcode count are bounded, so the unpickler below neither
-        # allocates for a size the file cannot back nor builds values that crash Python.
-        check_pickle_limits(content)
-    except PickleRefused as exc:
-        raise WeightsFormatError(
-            f"{where} is refused as a pickle: {exc}; expected a pickled dict of numpy arrays"
-        ) from None
-    except Exception as exc:
-        raise WeightsFormatError(
-            f"{where} is a damaged or truncated pickle ({type(exc).__name__}: "
-            f"{exc}); expected a pickled dict of numpy arrays"
-        ) from exc
     budget = _ArrayBudget(len(content))
     # latin1 lets numpy arrays pickled by Python 2 (the book's era) decode their byte strings.
     unpickler = _ArraysOnlyUnpickler(io.BytesIO(content), encoding="latin1")
     unpickler.budget = budget
-    try:
-        weights = unpickler.load()
-    except WeightsFormatError as exc:
-        # Raised by find_class and friends, which do not know the file: name it here.
-        raise type(exc)(f"{where}: {exc}") from None
-    except Exception as exc:
-        # A corrupted pickle can fail in many ways (UnpicklingError, and errors raised by
-        # numpy while rebuilding an array): all mean "unreadable".
-        raise WeightsFormatError(
-            f"{where} is a damaged or truncated pickle ({type(exc).__name__}: "
-            f"{exc}); expected a pickled dict of numpy arrays"
-        ) from exc
+    expected = "expected a pickled dict of numpy arrays"
+    weights = load_within_limits(
+        content,
+        unpickler,
+        where,
+        refused="{where} is refused as a pickle: {exc}; " + expected,
+        damaged="{where} is a damaged or truncated pickle ({kind}: {exc}); " + expected,
+    )
     if isinstance(weights, _PickledArray):
         weights = weights.view(np.ndarray)  # refused just below, under its usual name
     if isinstance(weights, dict):

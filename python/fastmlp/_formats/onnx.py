@@ -50,6 +50,18 @@ def _import_onnx() -> Any:
     return onnx
 
 
+def _parse_model(onnx: Any, data: bytes, where: str) -> Any:
+    """The ``ModelProto`` in ``data``, the bytes of the file ``where``; it must hold a graph."""
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except Exception as error:  # protobuf's DecodeError, without importing protobuf ourselves
+        raise WeightsFormatError(f"{where} is not an ONNX model: {error}") from error
+    if not model.HasField("graph"):
+        raise WeightsFormatError(f"{where} is not an ONNX model: it holds no graph")
+    return model
+
+
 def _node_label(node: Any) -> str:
     name = f" {node.name!r}" if node.name else ""
     return f"{node.op_type} node{name}"
@@ -155,9 +167,16 @@ class _GraphReader:
             )
         return value
 
-    @staticmethod
-    def attributes(node: Any, helper: Any) -> Dict[str, Any]:
-        return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    def attributes(self, node: Any) -> Dict[str, Any]:
+        return {a.name: self.onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+    def check_softmax_axis(self, node: Any) -> None:
+        """Refuses a Softmax or LogSoftmax that does not normalise the features of (N, out)."""
+        axis = self.attributes(node).get("axis", -1 if self.opset >= 13 else 1)
+        if axis not in (-1, 1):
+            raise self.fail(
+                f"{_node_label(node)} has axis={axis}; expected -1 or 1 (the features of (N, out))"
+            )
 
     def chain(self) -> "tuple[str, list[Any], str]":
         """The input name, the nodes from it to the output in order, and the output name."""
@@ -212,40 +231,12 @@ class _GraphReader:
 
 
 def read_onnx(path: PathLike) -> "tuple[list[Layer], Optional[float]]":
-    """Reads the dense layers of an ONNX network.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        A self-contained ``.onnx`` file (binary protobuf).
-
-    Returns
-    -------
-    layers : list of (W, b, activation)
-        ``W`` as ``(in, out)``, ``b`` as ``(out,)``, in the file's float dtype; activation names
-        as :class:`fastmlp.MLP` takes them.
-    input_scale : float or None
-        The factor of a leading ``Mul`` by a scalar constant, else None.
-
-    Raises
-    ------
-    ImportError
-        If the ``onnx`` package is not installed.
-    fastmlp.errors.WeightsFormatError
-        If the file is not an ONNX model, stores tensors as external data, is not a single
-        chain from one input to one output, or uses an operator other than those listed in the
-        module docstring (the message names the operator and its node).
-    """
+    """The layers ``(W (in, out), b, activation)`` of an ONNX network of dense layers, and the
+    factor of a leading ``Mul`` by a scalar (else None): what :func:`fastmlp.from_onnx` reads,
+    with its exceptions."""
     onnx = _import_onnx()
     where = repr(os.fspath(path))
-    data = pathlib.Path(path).read_bytes()
-    model = onnx.ModelProto()
-    try:
-        model.ParseFromString(data)
-    except Exception as error:  # protobuf's DecodeError, without importing protobuf ourselves
-        raise WeightsFormatError(f"{where} is not an ONNX model: {error}") from error
-    if not model.HasField("graph"):
-        raise WeightsFormatError(f"{where} is not an ONNX model: it holds no graph")
+    model = _parse_model(onnx, pathlib.Path(path).read_bytes(), where)
     reader = _GraphReader(onnx, model, where)
     input_name, nodes, _ = reader.chain()
     layers, input_scale, flattened_to = _collect_layers(reader, input_name, nodes)
@@ -262,7 +253,6 @@ def _collect_layers(
     Also returns the input scale, and for a leading Flatten or Reshape the number of features
     it flattens to (-1 when the graph does not say).
     """
-    helper = reader.onnx.helper
     layers: List[Layer] = []
     # The layer being assembled: W, b (None until a bias is seen), activation (None until seen).
     pending: Optional[list] = None
@@ -289,7 +279,7 @@ def _collect_layers(
     running = input_name
     for node in nodes:
         op = node.op_type
-        attributes = reader.attributes(node, helper)
+        attributes = reader.attributes(node)
         before_first_layer = pending is None
         if op == "Identity":
             pass
@@ -345,13 +335,7 @@ def _collect_layers(
                     "layers have one activation each"
                 )
             if op == "Softmax":
-                default_axis = -1 if reader.opset >= 13 else 1
-                axis = attributes.get("axis", default_axis)
-                if axis not in (-1, 1):
-                    raise reader.fail(
-                        f"{_node_label(node)} has axis={axis}; expected -1 or 1 (the features "
-                        "of (N, out))"
-                    )
+                reader.check_softmax_axis(node)
             pending[2] = _ACTIVATION_OPS[op]
         else:
             raise reader.fail(
@@ -506,36 +490,8 @@ def _exact_input_scale(model: Any, graph_scale: Optional[float]) -> Optional[flo
 
 
 def write_onnx(model: "MLP", path: PathLike) -> pathlib.Path:
-    """Writes ``model`` as an ONNX graph that onnxruntime runs.
-
-    One ``Gemm`` per layer (``W`` as ``(in, out)``, ``transB=0``) followed by its activation
-    node (none for identity); a leading ``Mul`` applies ``input_scale``. The input is named
-    ``"X"`` with shape ``("N", K)``, the output ``"Y"`` with shape ``("N", out)``, both in the
-    model's dtype (float32 or float64), opset 13.
-
-    Parameters
-    ----------
-    model : MLP
-        The model to write.
-    path : str or os.PathLike
-        The file to create (replaced atomically if it exists, as by :func:`fastmlp.save`).
-
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
-
-    Raises
-    ------
-    ImportError
-        If the ``onnx`` package is not installed.
-    TypeError
-        If ``model`` is not a :class:`fastmlp.MLP`.
-    """
-    from .._model import MLP
-
-    if not isinstance(model, MLP):
-        raise TypeError(f"model must be a fastmlp.MLP, got {type(model).__name__}")
+    """Writes ``model`` as :meth:`fastmlp.MLP.to_onnx` documents, replacing ``path``
+    atomically if it exists (as :func:`fastmlp.save` does); returns ``path``."""
     content = onnx_bytes(model)
     path = pathlib.Path(path)
     write_atomically(path, lambda file: file.write(content))

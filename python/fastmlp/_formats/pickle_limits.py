@@ -17,12 +17,14 @@ for self-referencing (cyclic) objects, which no weights file holds, so it is ref
 
 from __future__ import annotations
 
+import pickle
 import pickletools
 from typing import Any, Dict, List
 
+from ..errors import WeightsFormatError
 from . import limits
 
-__all__ = ["PickleRefused", "check_pickle_limits"]
+__all__ = ["PickleRefused", "check_pickle_limits", "load_within_limits"]
 
 # Opcodes that pop n values and push one new object built from them.
 _BUILD_FROM_N = {
@@ -161,3 +163,36 @@ def check_pickle_limits(content: bytes) -> None:
         else:  # every other opcode pushes one scalar, string, global or persistent id
             stack.append(_Value(0))
     raise fail("it ends without a STOP opcode (truncated)")
+
+
+def load_within_limits(
+    content: bytes,
+    unpickler: pickle.Unpickler,
+    where: str,
+    refused: str,
+    damaged: str,
+) -> Any:
+    """``unpickler.load()`` once ``content``, what it reads, is within the limits (walked first,
+    building nothing), every failure a :class:`WeightsFormatError` naming the file ``where``.
+
+    ``refused`` (over a limit) and ``damaged`` (unreadable) are the messages, formatted with
+    ``where``, ``exc`` and ``kind`` (the exception's type name).
+    """
+    try:
+        check_pickle_limits(content)
+    except PickleRefused as exc:
+        raise WeightsFormatError(refused.format(where=where, exc=exc)) from None
+    except Exception as exc:
+        kind = type(exc).__name__
+        raise WeightsFormatError(damaged.format(where=where, exc=exc, kind=kind)) from exc
+    try:
+        return unpickler.load()
+    except WeightsFormatError as exc:
+        # Raised by the unpickler's stand-ins, which mostly do not know the file: name it.
+        if where in str(exc):
+            raise
+        raise type(exc)(f"{where}: {exc}") from None
+    except Exception as exc:
+        # EOFError, UnpicklingError, a stand-in called the wrong way: all mean "unreadable".
+        kind = type(exc).__name__
+        raise WeightsFormatError(damaged.format(where=where, exc=exc, kind=kind)) from exc

@@ -22,6 +22,7 @@ import numpy as np
 from .._common import PathLike
 from ..errors import WeightsFormatError
 from . import limits, metadata
+from .atomic import write_atomically
 from .weights import WeightsFile, check_weights, layer_count
 
 __all__ = ["read_safetensors", "write_safetensors"]
@@ -188,28 +189,13 @@ def _parse_header(text: bytes, buffer_size: int, fail: Any) -> "tuple[list[_Tens
 
 
 def read_safetensors(path: PathLike) -> "tuple[dict[str, np.ndarray], dict[str, str]]":
-    """Read every tensor and the metadata of a ``.safetensors`` file, checking it strictly.
+    """Every tensor of a ``.safetensors`` file, in the header's order (writable native-byte-order
+    arrays owning their memory), and its ``__metadata__`` map (empty when absent).
 
-    Parameters
-    ----------
-    path : str or os.PathLike
-        The file.
-
-    Returns
-    -------
-    tensors : dict of str to numpy.ndarray
-        In the header's order; writable native-byte-order arrays owning their memory.
-    metadata : dict of str to str
-        The ``__metadata__`` map (empty when absent).
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``path`` does not exist.
-    WeightsFormatError
-        If the header length exceeds the file or 100 MB, the header is not UTF-8 JSON, an
-        entry is malformed, a dtype is unsupported (BF16, F8, ...), a tensor's size disagrees
-        with its shape, tensors overlap or leave bytes uncovered, or a BOOL byte is not 0 or 1.
+    The file is checked strictly: a WeightsFormatError if the header length exceeds the file or
+    100 MB, the header is not UTF-8 JSON, an entry is malformed, a dtype is unsupported (BF16,
+    F8, ...), a tensor's size disagrees with its shape, tensors overlap or leave bytes
+    uncovered, or a BOOL byte is not 0 or 1.
     """
     where = repr(os.fspath(path))
 
@@ -300,48 +286,29 @@ def _prepare(
     return len(text).to_bytes(_LENGTH_BYTES, "little") + text, [entry[2] for entry in entries]
 
 
-def _write_prepared(file: IO[bytes], header: bytes, arrays: "list[np.ndarray]") -> None:
+def dump_safetensors(
+    file: IO[bytes], tensors: Mapping[str, Any], metadata: Optional[Mapping[str, str]] = None
+) -> None:
+    """Write a safetensors file to an open binary file (see :func:`write_safetensors`)."""
+    header, arrays = _prepare(tensors, metadata)
     file.write(header)
     for array in arrays:
         if array.size:
             file.write(array.reshape(-1).view(np.uint8).data)
 
 
-def dump_safetensors(
-    file: IO[bytes], tensors: Mapping[str, Any], metadata: Optional[Mapping[str, str]] = None
-) -> None:
-    """Write a safetensors file to an open binary file (see :func:`write_safetensors`)."""
-    header, arrays = _prepare(tensors, metadata)
-    _write_prepared(file, header, arrays)
-
-
 def write_safetensors(
     path: PathLike, tensors: Mapping[str, Any], metadata: Optional[Mapping[str, str]] = None
 ) -> None:
-    """Write tensors as a ``.safetensors`` file, laid out as the reference implementation does.
-
-    Tensors are ordered by dtype (widest first) then name, stored little-endian and
-    C-contiguous; the JSON header is padded with spaces to a multiple of 8 bytes.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        Destination, written as given (no suffix added).
-    tensors : mapping of str to array_like
-        Names and arrays of a supported dtype (bool, int8..64, uint8..64, float16/32/64).
-    metadata : mapping of str to str, optional
-        Stored as ``__metadata__``.
-
-    Raises
-    ------
-    TypeError
-        If an array's dtype cannot be stored, or metadata is not str to str.
-    ValueError
-        If a name is not a str or is ``"__metadata__"``.
+    """Write ``tensors`` (names to arrays of bool, int8..64, uint8..64 or float16/32/64) and
+    ``metadata`` (str to str, stored as ``__metadata__``) to ``path`` as the reference
+    implementation lays a ``.safetensors`` file out: ordered by dtype (widest first) then name,
+    little-endian, C-contiguous, the JSON header padded with spaces to a multiple of 8 bytes.
+    ``path`` is used as given and replaced atomically, as by ``save``. A TypeError for a dtype
+    it cannot store or metadata that is not str to str; a ValueError for a name that is not a
+    str or is ``"__metadata__"``.
     """
-    header, arrays = _prepare(tensors, metadata)  # validate before creating the file
-    with open(path, "wb") as file:
-        _write_prepared(file, header, arrays)
+    write_atomically(path, lambda file: dump_safetensors(file, tensors, metadata))
 
 
 def _name_runs(name: str) -> "tuple[tuple[int, Any], ...]":

@@ -88,41 +88,8 @@ _WEIGHTS_READERS: Dict[Optional[str], Callable[[PathLike], WeightsFile]] = {
 
 
 def read_weights_file(path: PathLike) -> WeightsFile:
-    """Read a weights file of any supported format, recognised by its content, never run.
-
-    The first bytes decide, whatever the file is called: a zip is a PyTorch checkpoint when a
-    member is named ``.../data.pkl``, else an ``.npz``; an 8-byte length followed by ``{`` is
-    safetensors; ``\\x80`` is a pickle (protocol 2+); ``\\x08`` is an ONNX model.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        The file.
-
-    Returns
-    -------
-    WeightsFile
-        The arrays ``W1, b1, ..., Wn, bn``, plus the activations and input scale when the
-        file records them (files written by :func:`save`, ONNX models).
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``path`` does not exist.
-    UnsafePickleError
-        If a pickle names a global outside the allowlist, or a file holds something other
-        than numeric arrays (a list, an ``object`` array, a Python object).
-    WeightsFormatError
-        If the file is empty, truncated, of an unknown format, declares sizes its bytes do
-        not back, has keys other than W1, b1, ..., Wn, bn, or carries invalid fastmlp
-        metadata (unknown activations, one count per layer violated, non-finite input_scale).
-    ImportError
-        For an ONNX model when the ``onnx`` package is missing.
-
-    Examples
-    --------
-    >>> read_weights_file("model.safetensors").activations  # doctest: +SKIP
-    ('relu', 'softmax')
+    """The arrays of a weights file of any supported format, and what it records about them:
+    :func:`fastmlp.load`'s reading, format recognition and exceptions, without building a model.
     """
     head, file_size = read_head(path)
     where = repr(os.fspath(path))

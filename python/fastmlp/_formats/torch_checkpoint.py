@@ -32,7 +32,7 @@ from .._common import PathLike
 
 from ..errors import UnsafePickleError, WeightsFormatError
 from . import limits
-from .pickle_limits import PickleRefused, check_pickle_limits
+from .pickle_limits import load_within_limits
 from .weights import WeightsFile, check_weights
 
 __all__ = ["read_torch_state_dict", "state_dict_to_weights"]
@@ -467,39 +467,11 @@ class _StateDictUnpickler(pickle.Unpickler):
 
 
 def read_torch_state_dict(path: PathLike) -> Dict[str, np.ndarray]:
-    """Read the tensors of a ``torch.save(model.state_dict(), path)`` checkpoint, without torch.
+    """The tensors of a ``torch.save(model.state_dict(), path)`` checkpoint, read without torch:
+    every tensor in file order under its state_dict key (``"0.weight"``, ...), with torch's
+    shape (a ``Linear`` weight is ``(out, in)``) and dtype, as new C-contiguous arrays.
 
-    Parameters
-    ----------
-    path : str or os.PathLike
-        A checkpoint in torch's zip format (the default since torch 1.6), e.g. ``model.pt``.
-
-    Returns
-    -------
-    dict of str to numpy.ndarray
-        Every tensor, in file order, under its state_dict key (``"0.weight"``, ...), with
-        torch's shape and dtype (float16/32/64 or an integer type), as new C-contiguous
-        arrays. A ``Linear`` layer's weight has torch's shape ``(out, in)``.
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``path`` does not exist.
-    UnsafePickleError
-        If ``data.pkl`` names a global other than ``collections.OrderedDict``, the
-        ``torch.<Type>Storage`` names and ``torch._utils._rebuild_tensor_v2`` /
-        ``_rebuild_parameter`` (for example ``os.system``: it is never imported nor called),
-        or holds something other than a dict of tensors.
-    WeightsFormatError
-        If the file is not a torch zip checkpoint, a storage member is missing or of the wrong
-        size, a tensor reaches outside its storage, the archive declares more than
-        ``limits.CHECKPOINT_MAX_BYTES`` (2 GiB), or a tensor is bfloat16, complex or quantized.
-
-    Examples
-    --------
-    >>> state = read_torch_state_dict("tiny_mlp_state_dict.pt")  # doctest: +SKIP
-    >>> {key: array.shape for key, array in state.items()}  # doctest: +SKIP
-    {'1.weight': (7, 12), '1.bias': (7,), '3.weight': (5, 7), ...}
+    Raises as :func:`fastmlp.from_torch_checkpoint` documents.
     """
     display = os.fspath(path)
     try:
@@ -519,34 +491,14 @@ def read_torch_state_dict(path: PathLike) -> Dict[str, np.ndarray]:
     with zip_file:
         archive = _Archive(zip_file, path)
         content = archive.read(archive.pickle_name, limit=limits.CHECKPOINT_MAX_PICKLE_BYTES)
-        try:
-            # Nesting depth and opcode count bounded before anything is built: deep nesting
-            # crashes Python in C code that recurses (hashing a tuple key, repr).
-            check_pickle_limits(content)
-        except PickleRefused as exc:
-            raise WeightsFormatError(
-                f"{display!r}: data.pkl is refused: {exc}; expected a state_dict"
-            ) from None
-        except Exception as exc:
-            raise WeightsFormatError(
-                f"{display!r}: data.pkl is damaged or not a state_dict ({type(exc).__name__}: "
-                f"{exc})"
-            ) from exc
         unpickler = _StateDictUnpickler(archive, content)
-        try:
-            state = unpickler.load()
-        except WeightsFormatError as exc:
-            # The stand-ins that check tensors do not know the file: name it here.
-            if display in str(exc):
-                raise
-            raise type(exc)(f"{display!r}: {exc}") from None
-        except Exception as exc:
-            # A damaged pickle fails in many ways (EOFError, UnpicklingError, or TypeError when
-            # it calls a stand-in the wrong way): all mean "not a state_dict we can read".
-            raise WeightsFormatError(
-                f"{display!r}: data.pkl is damaged or not a state_dict ({type(exc).__name__}: "
-                f"{exc})"
-            ) from exc
+        state = load_within_limits(
+            content,
+            unpickler,
+            repr(display),
+            refused="{where}: data.pkl is refused: {exc}; expected a state_dict",
+            damaged="{where}: data.pkl is damaged or not a state_dict ({kind}: {exc})",
+        )
     if not isinstance(state, dict):
         raise UnsafePickleError(
             f"{display!r} holds a {type(state).__name__.lstrip('_')}; expected a state_dict (a "
@@ -586,27 +538,14 @@ def _layer_prefix(key: str, suffix: str) -> str:
 
 
 def state_dict_to_weights(state: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
-    """Turn a state_dict of ``Linear`` layers into fastmlp's ``W1, b1, ..., Wn, bn``.
+    """fastmlp's ``W1, b1, ..., Wn, bn`` from a state_dict of ``Linear`` layers in forward order
+    (as :func:`read_torch_state_dict` returns them and ``nn.Sequential`` orders them):
+    ``"<prefix>.weight"`` ``(out, in)`` becomes ``W<i>`` ``(in, out)`` (a C-contiguous
+    transposed copy), ``"<prefix>.bias"`` ``b<i>``, zeros of the weight's dtype when absent.
 
-    Parameters
-    ----------
-    state : mapping of str to numpy.ndarray
-        ``"<prefix>.weight"`` of shape ``(out, in)`` and optional ``"<prefix>.bias"`` of shape
-        ``(out,)`` per layer, in forward order (as :func:`read_torch_state_dict` returns them
-        and ``nn.Sequential`` orders them).
-
-    Returns
-    -------
-    dict of str to numpy.ndarray
-        ``W<i>`` of shape ``(in, out)`` (the transposed weight, C-contiguous) and ``b<i>``;
-        a layer saved without bias (``bias=False``) gets a zero bias of the weight's dtype.
-
-    Raises
-    ------
-    WeightsFormatError
-        If the state is empty, a key is not ``*.weight`` / ``*.bias`` (e.g. a BatchNorm's
-        ``running_mean``: only Linear layers are supported), a weight is not 2-D floating
-        point, a bias does not match its weight, or consecutive layers do not chain.
+    A WeightsFormatError if the state is empty, a key is not ``*.weight`` / ``*.bias`` (only
+    Linear layers: no BatchNorm's ``running_mean``), a weight is not 2-D floating point, a
+    bias does not match its weight, or consecutive layers do not chain.
     """
     if not isinstance(state, Mapping):
         raise TypeError(f"state must be a mapping of str to arrays, got {type(state).__name__}")

@@ -17,28 +17,24 @@ from ..errors import UnsafePickleError, WeightsFormatError
 _LAYER_KEY = re.compile(r"^([Wb])([1-9][0-9]*)$")
 
 
-def _describe(value: Any) -> str:
-    return type(value).__name__
-
-
 def check_weights(weights: Any, path: PathLike, *, from_pickle: bool) -> dict[str, np.ndarray]:
     """Check that a loaded object is a dict W1, b1, ..., Wn, bn of numeric arrays."""
     if not isinstance(weights, dict):
         raise UnsafePickleError(
-            f"{os.fspath(path)!r} holds a {_describe(weights)}; expected a dict of str to "
+            f"{os.fspath(path)!r} holds a {type(weights).__name__}; expected a dict of str to "
             "numpy arrays (W1, b1, W2, ...)"
         )
     layer_numbers: dict[str, set[int]] = {"W": set(), "b": set()}
     for key, value in weights.items():
         if not isinstance(key, str):
             raise WeightsFormatError(
-                f"{os.fspath(path)!r} has a key {key!r} of type {_describe(key)}; expected str "
+                f"{os.fspath(path)!r} has a key {key!r} of type {type(key).__name__}; expected str "
                 "keys W1, b1, W2, ..."
             )
         if not isinstance(value, np.ndarray):
             error = UnsafePickleError if from_pickle else WeightsFormatError
             raise error(
-                f"{os.fspath(path)!r}: {key!r} is a {_describe(value)}; expected a numpy array"
+                f"{os.fspath(path)!r}: {key!r} is a {type(value).__name__}; expected a numpy array"
             )
         if value.dtype.hasobject:
             raise UnsafePickleError(
@@ -69,19 +65,11 @@ def check_weights(weights: Any, path: PathLike, *, from_pickle: bool) -> dict[st
 
 @dataclass(frozen=True)
 class WeightsFile:
-    """What a weights file holds, as read by :func:`read_weights_file`.
-
-    Attributes
-    ----------
-    weights : dict of str to numpy.ndarray
-        ``W1, b1, ..., Wn, bn`` with ``W`` shaped ``(in, out)``, numeric, as stored.
-    activations : tuple of str or None
-        One activation name per layer, when the file records them (files written by
-        :func:`save`, ONNX models); None otherwise.
-    input_scale : float or None
-        The recorded input scale, when the file records one.
-    format : str
-        ``"npz"``, ``"safetensors"``, ``"pickle"``, ``"torch"`` or ``"onnx"``.
+    """What a weights file holds, as read by :func:`read_weights_file`: the numeric ``weights``
+    ``W1, b1, ..., Wn, bn`` as stored (``W`` shaped ``(in, out)``), one activation name per
+    layer and the input scale when the file records them (files written by :func:`save`, ONNX
+    models; else None), and the ``format``: ``"npz"``, ``"safetensors"``, ``"pickle"``,
+    ``"torch"`` or ``"onnx"``.
     """
 
     weights: Dict[str, np.ndarray]

@@ -49,10 +49,6 @@ def _activation_name(text: str) -> str:
     return name
 
 
-def _activation_list(text: str) -> list[str]:
-    return [_activation_name(name) for name in text.split(",")]
-
-
 def _input_scale(text: str) -> float:
     # "1/255" is accepted as well as "0.00392...": the fraction is what people think of.
     numerator, slash, denominator = text.partition("/")
@@ -84,7 +80,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--activations",
         metavar="A,B,C",
-        type=_activation_list,
+        type=lambda text: [_activation_name(name) for name in text.split(",")],
         help="one activation per layer, comma-separated; instead of --hidden/--output",
     )
     parser.add_argument(

@@ -30,7 +30,8 @@ PREDICT_DESCRIPTION = (
     "larger than memory), an IDX file (gzip or raw, as MNIST's) or CSV text of numbers. OUT "
     "is written chunk by chunk to a temporary file renamed into place at the end, so a failure "
     "never leaves a partial file."
-)  # The progress line is redrawn at most this often: often enough to look live, rarely enough
+)
+# The progress line is redrawn at most this often: often enough to look live, rarely enough
 # that drawing it costs nothing next to the work.
 PROGRESS_INTERVAL_SECONDS = 0.1
 
