@@ -246,6 +246,39 @@ where
     s.flush_below(y, floor)
 }
 
+/// `apply_elementwise` over `count` vectors: the `i`th from `src`'s vector `i` to `dst` at
+/// element offset `i * LANES`, but the last, at `last`. In a loop LLVM keeps rolled (the count
+/// is opaque to it), so each activation's code is compiled once per caller rather than once
+/// per register: unrolled over every tile width's accumulators, those copies were most of the
+/// crate's machine code and of its build time.
+///
+/// # Safety
+/// `src` must be readable for `count` vectors; `dst` writable at every offset `.. + LANES`.
+#[inline(always)]
+pub unsafe fn apply_elementwise_to<S: Simd>(
+    s: S,
+    activation: Activation,
+    src: *const S::V,
+    count: usize,
+    dst: *mut S::Elem,
+    last: usize,
+    floor: S::V,
+) where
+    S::Elem: ExpConstants,
+{
+    let count = std::hint::black_box(count);
+    for i in 0..count {
+        let offset = if i + 1 == count { last } else { i * S::LANES };
+        // SAFETY: the caller guarantees `src[i]` and `dst[offset .. + LANES]`.
+        unsafe {
+            s.store(
+                dst.add(offset),
+                apply_elementwise(s, activation, *src.add(i), floor),
+            )
+        };
+    }
+}
+
 /// A running vector sum of non-negative terms that also carries what each addition's rounding
 /// dropped (the cascaded summation Sum2 of Ogita, Rump and Oishi). A plain running sum loses
 /// up to half an ulp of the total per term, which a softmax shows: a dominant 1 plus 9,999
