@@ -62,15 +62,7 @@ unsafe fn flush_f32x4(v: __m128) -> __m128 {
 #[inline(always)]
 unsafe fn flush_f32x8(v: __m256) -> __m256 {
     // SAFETY: the caller guarantees AVX2.
-    unsafe {
-        let magnitude = _mm256_set1_epi32(i32::MAX);
-        let bits = _mm256_castps_si256(v);
-        let tiny = _mm256_cmpgt_epi32(
-            _mm256_set1_epi32(f32::MIN_POSITIVE.to_bits() as i32),
-            _mm256_and_si256(bits, magnitude),
-        );
-        _mm256_castsi256_ps(_mm256_andnot_si256(_mm256_and_si256(tiny, magnitude), bits))
-    }
+    unsafe { flush_f32x8_below(v, _mm256_set1_ps(f32::MIN_POSITIVE)) }
 }
 
 /// Float64 lanes below the smallest normal float32 (2^-126), zero of their sign.
@@ -80,15 +72,7 @@ unsafe fn flush_f32x8(v: __m256) -> __m256 {
 #[inline(always)]
 unsafe fn flush_f64x4_below_f32_normal(v: __m256d) -> __m256d {
     // SAFETY: the caller guarantees AVX2.
-    unsafe {
-        let magnitude = _mm256_set1_epi64x(i64::MAX);
-        let bits = _mm256_castpd_si256(v);
-        let tiny = _mm256_cmpgt_epi64(
-            _mm256_set1_epi64x((f32::MIN_POSITIVE as f64).to_bits() as i64),
-            _mm256_and_si256(bits, magnitude),
-        );
-        _mm256_castsi256_pd(_mm256_andnot_si256(_mm256_and_si256(tiny, magnitude), bits))
-    }
+    unsafe { flush_f64x4_below(v, _mm256_set1_pd(f32::MIN_POSITIVE as f64)) }
 }
 
 /// As `flush_f64x4_below_f32_normal`, for eight lanes.
@@ -98,13 +82,50 @@ unsafe fn flush_f64x4_below_f32_normal(v: __m256d) -> __m256d {
 #[inline(always)]
 unsafe fn flush_f64x8_below_f32_normal(v: __m512d) -> __m512d {
     // SAFETY: the caller guarantees AVX-512F.
+    unsafe { flush_f64x8_below(v, _mm512_set1_pd(f32::MIN_POSITIVE as f64)) }
+}
+
+// `Simd::flush_below` for each vector type: lanes whose magnitude is below `floor`'s become
+// zero of their sign, compared as integers so no floating-point operation reads them.
+
+/// # Safety
+/// The CPU must have AVX2.
+#[inline(always)]
+unsafe fn flush_f32x8_below(a: __m256, floor: __m256) -> __m256 {
+    // SAFETY: the caller guarantees AVX2.
+    unsafe {
+        let magnitude = _mm256_set1_epi32(i32::MAX);
+        let bits = _mm256_castps_si256(a);
+        let floor = _mm256_and_si256(_mm256_castps_si256(floor), magnitude);
+        let tiny = _mm256_cmpgt_epi32(floor, _mm256_and_si256(bits, magnitude));
+        _mm256_castsi256_ps(_mm256_andnot_si256(_mm256_and_si256(tiny, magnitude), bits))
+    }
+}
+
+/// # Safety
+/// The CPU must have AVX2.
+#[inline(always)]
+unsafe fn flush_f64x4_below(a: __m256d, floor: __m256d) -> __m256d {
+    // SAFETY: the caller guarantees AVX2.
+    unsafe {
+        let magnitude = _mm256_set1_epi64x(i64::MAX);
+        let bits = _mm256_castpd_si256(a);
+        let floor = _mm256_and_si256(_mm256_castpd_si256(floor), magnitude);
+        let tiny = _mm256_cmpgt_epi64(floor, _mm256_and_si256(bits, magnitude));
+        _mm256_castsi256_pd(_mm256_andnot_si256(_mm256_and_si256(tiny, magnitude), bits))
+    }
+}
+
+/// # Safety
+/// The CPU must have AVX-512F.
+#[inline(always)]
+unsafe fn flush_f64x8_below(a: __m512d, floor: __m512d) -> __m512d {
+    // SAFETY: the caller guarantees AVX-512F.
     unsafe {
         let magnitude = _mm512_set1_epi64(i64::MAX);
-        let bits = _mm512_castpd_si512(v);
-        let tiny = _mm512_cmplt_epi64_mask(
-            _mm512_and_si512(bits, magnitude),
-            _mm512_set1_epi64((f32::MIN_POSITIVE as f64).to_bits() as i64),
-        );
+        let bits = _mm512_castpd_si512(a);
+        let floor = _mm512_and_si512(_mm512_castpd_si512(floor), magnitude);
+        let tiny = _mm512_cmplt_epi64_mask(_mm512_and_si512(bits, magnitude), floor);
         let sign_only = _mm512_andnot_si512(magnitude, bits);
         _mm512_castsi512_pd(_mm512_mask_blend_epi64(tiny, bits, sign_only))
     }
@@ -199,13 +220,7 @@ impl Simd for Avx2<f32> {
     }
     #[inline(always)]
     fn flush_below(self, a: __m256, floor: __m256) -> __m256 {
-        tok!({
-            let magnitude = _mm256_set1_epi32(i32::MAX);
-            let bits = _mm256_castps_si256(a);
-            let floor = _mm256_and_si256(_mm256_castps_si256(floor), magnitude);
-            let tiny = _mm256_cmpgt_epi32(floor, _mm256_and_si256(bits, magnitude));
-            _mm256_castsi256_ps(_mm256_andnot_si256(_mm256_and_si256(tiny, magnitude), bits))
-        })
+        tok!(flush_f32x8_below(a, floor))
     }
     #[inline(always)]
     fn any_zero_or_nan(self, a: __m256) -> bool {
@@ -347,13 +362,7 @@ impl Simd for Avx2<f64> {
     }
     #[inline(always)]
     fn flush_below(self, a: __m256d, floor: __m256d) -> __m256d {
-        tok!({
-            let magnitude = _mm256_set1_epi64x(i64::MAX);
-            let bits = _mm256_castpd_si256(a);
-            let floor = _mm256_and_si256(_mm256_castpd_si256(floor), magnitude);
-            let tiny = _mm256_cmpgt_epi64(floor, _mm256_and_si256(bits, magnitude));
-            _mm256_castsi256_pd(_mm256_andnot_si256(_mm256_and_si256(tiny, magnitude), bits))
-        })
+        tok!(flush_f64x4_below(a, floor))
     }
     #[inline(always)]
     fn any_zero_or_nan(self, a: __m256d) -> bool {
@@ -638,14 +647,7 @@ impl Simd for Avx512<f64> {
     }
     #[inline(always)]
     fn flush_below(self, a: __m512d, floor: __m512d) -> __m512d {
-        tok!({
-            let magnitude = _mm512_set1_epi64(i64::MAX);
-            let bits = _mm512_castpd_si512(a);
-            let floor = _mm512_and_si512(_mm512_castpd_si512(floor), magnitude);
-            let tiny = _mm512_cmplt_epi64_mask(_mm512_and_si512(bits, magnitude), floor);
-            let sign_only = _mm512_andnot_si512(magnitude, bits);
-            _mm512_castsi512_pd(_mm512_mask_blend_epi64(tiny, bits, sign_only))
-        })
+        tok!(flush_f64x8_below(a, floor))
     }
     #[inline(always)]
     fn any_zero_or_nan(self, a: __m512d) -> bool {
