@@ -825,7 +825,7 @@ fn get_num_threads() -> usize {
     threads::effective_threads(None)
 }
 
-/// The instruction-set level new work runs at: "avx512", "avx2" or "portable".
+/// The instruction-set level new work runs at: "avx512", "avx2", "neon" or "portable".
 #[pyfunction]
 fn cpu_level() -> &'static str {
     active_level().name()
@@ -850,7 +850,7 @@ fn force_cpu_level(name: Option<&str>) -> PyResult<()> {
         None => None,
         Some(name) => Some(Level::parse(name).ok_or_else(|| {
             FastmlpError::Value(format!(
-                "unknown level {name:?}; expected avx512, avx2 or portable"
+                "unknown level {name:?}; expected avx512, avx2, neon or portable"
             ))
         })?),
     };
