@@ -5,11 +5,11 @@ use std::sync::OnceLock;
 
 use super::math::ExpConstants;
 use super::simd::Simd;
+#[cfg(target_arch = "aarch64")]
+use super::simd_neon::Neon;
 use super::simd_portable::Portable;
 #[cfg(target_arch = "x86_64")]
 use super::simd_x86::{Avx2, Avx512};
-#[cfg(target_arch = "aarch64")]
-use super::simd_neon::Neon;
 
 /// An instruction-set level, best first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -89,6 +89,9 @@ pub trait NeonRegister: Copy + Send + Sync + 'static {
     fn any_clear(a: Self::Mask, b: Self::Mask) -> bool;
     /// Bit `i` set where lane `i` is exactly zero (either sign; NaN is not zero).
     fn zero_bits(a: Self) -> u32;
+    /// Lanes whose magnitude is below `floor`'s become zero of their sign, compared as
+    /// integers on the bits (see `Simd::flush_below`).
+    fn flush_below(a: Self, floor: Self) -> Self;
     /// `2^n` for integral `n` whose result is a normal number: the exponent field built directly.
     fn exp2_integral(n: Self) -> Self;
     /// Transposes the `LANES x LANES` block `rows` (exactly `LANES` registers).
@@ -96,9 +99,16 @@ pub trait NeonRegister: Copy + Send + Sync + 'static {
     /// # Safety
     /// `p` must be valid for reading `2 * LANES` bytes.
     unsafe fn load_u8_pair(p: *const u8) -> (Self, Self);
+    /// Converts as `f32::to_element`: a float32 subnormal becomes zero of its sign before
+    /// any conversion reads it.
+    ///
     /// # Safety
     /// `p` must be valid for reading `2 * LANES` f32 values.
     unsafe fn load_f32_pair(p: *const f32) -> (Self, Self);
+    /// Converts as `f64::to_element`: a float64 whose float32 would be subnormal (magnitude
+    /// below 2^-126) becomes zero of its sign before the conversion, which would round it to a
+    /// float32 subnormal (or up to the smallest normal).
+    ///
     /// # Safety
     /// `p` must be valid for reading `2 * LANES` f64 values.
     unsafe fn load_f64_pair(p: *const f64) -> (Self, Self);
@@ -183,6 +193,18 @@ impl NeonRegister for float32x4_t {
         neon!(vaddvq_u32(vandq_u32(vceqzq_f32(a), bits)))
     }
     #[inline(always)]
+    fn flush_below(a: Self, floor: Self) -> Self {
+        // Magnitudes (sign cleared) order as unsigned integers exactly as the floats do, NaN
+        // above every finite floor; BIC then clears all but the sign of the tiny lanes.
+        neon!({
+            let magnitude = vdupq_n_u32(i32::MAX as u32);
+            let bits = vreinterpretq_u32_f32(a);
+            let floor = vandq_u32(vreinterpretq_u32_f32(floor), magnitude);
+            let tiny = vcltq_u32(vandq_u32(bits, magnitude), floor);
+            vreinterpretq_f32_u32(vbicq_u32(bits, vandq_u32(tiny, magnitude)))
+        })
+    }
+    #[inline(always)]
     fn exp2_integral(n: Self) -> Self {
         // FCVTZS is exact on integral values; the biased exponent shifted into place is 2^n.
         neon!({
@@ -225,12 +247,14 @@ impl NeonRegister for float32x4_t {
     #[inline(always)]
     unsafe fn load_f64_pair(p: *const f64) -> (Self, Self) {
         // FCVTN/FCVTN2 round to nearest even under the default FPCR, as `x as f32` does.
-        // SAFETY: the caller guarantees 8 readable doubles.
-        unsafe {
-            let low = vcvt_high_f32_f64(vcvt_f32_f64(vld1q_f64(p)), vld1q_f64(p.add(2)));
-            let high = vcvt_high_f32_f64(vcvt_f32_f64(vld1q_f64(p.add(4))), vld1q_f64(p.add(6)));
+        let floor = float64x2_t::splat(f32::MIN_POSITIVE as f64);
+        // SAFETY: the caller guarantees 8 readable doubles; each load reads 2 of them.
+        let load = |i: usize| float64x2_t::flush_below(unsafe { vld1q_f64(p.add(i)) }, floor);
+        neon!({
+            let low = vcvt_high_f32_f64(vcvt_f32_f64(load(0)), load(2));
+            let high = vcvt_high_f32_f64(vcvt_f32_f64(load(4)), load(6));
             (low, high)
-        }
+        })
     }
 }
 
@@ -314,6 +338,16 @@ impl NeonRegister for float64x2_t {
         neon!(vaddvq_u64(vandq_u64(vceqzq_f64(a), bits))) as u32
     }
     #[inline(always)]
+    fn flush_below(a: Self, floor: Self) -> Self {
+        neon!({
+            let magnitude = vdupq_n_u64(i64::MAX as u64);
+            let bits = vreinterpretq_u64_f64(a);
+            let floor = vandq_u64(vreinterpretq_u64_f64(floor), magnitude);
+            let tiny = vcltq_u64(vandq_u64(bits, magnitude), floor);
+            vreinterpretq_f64_u64(vbicq_u64(bits, vandq_u64(tiny, magnitude)))
+        })
+    }
+    #[inline(always)]
     fn exp2_integral(n: Self) -> Self {
         neon!({
             let biased = vaddq_s64(vcvtq_s64_f64(n), vdupq_n_s64(1023));
@@ -341,14 +375,15 @@ impl NeonRegister for float64x2_t {
     }
     #[inline(always)]
     unsafe fn load_f32_pair(p: *const f32) -> (Self, Self) {
-        // SAFETY: the caller guarantees 4 readable floats; NEON is baseline on aarch64.
-        unsafe {
-            let floats = vld1q_f32(p);
-            (
-                vcvt_f64_f32(vget_low_f32(floats)),
-                vcvt_high_f64_f32(floats),
-            )
-        }
+        // FCVTL would widen a float32 subnormal exactly, to a normal float64 that packing's
+        // flush would keep; `to_element` reads it as zero, so it is flushed in its own bits.
+        // SAFETY: the caller guarantees 4 readable floats.
+        let floats = unsafe { vld1q_f32(p) };
+        let floats = float32x4_t::flush_below(floats, float32x4_t::splat(f32::MIN_POSITIVE));
+        neon!((
+            vcvt_f64_f32(vget_low_f32(floats)),
+            vcvt_high_f64_f32(floats),
+        ))
     }
     #[inline(always)]
     unsafe fn load_f64_pair(p: *const f64) -> (Self, Self) {
@@ -474,6 +509,10 @@ impl<E: NeonElement> Simd for Neon<E> {
             low: E::Register::select(E::Register::nonneg(mask.low), a.low, b.low),
             high: E::Register::select(E::Register::nonneg(mask.high), a.high, b.high),
         }
+    }
+    #[inline(always)]
+    fn flush_below(self, a: Self::V, floor: Self::V) -> Self::V {
+        halves!(flush_below(a, floor))
     }
     #[inline(always)]
     fn any_zero_or_nan(self, a: Self::V) -> bool {
