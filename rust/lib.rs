@@ -900,8 +900,9 @@ fn build_info() -> std::collections::BTreeMap<&'static str, &'static str> {
     ])
 }
 
-/// The CPU features runtime dispatch checks (`Avx2::detect`, `Avx512::detect` in
-/// `kernels/simd.rs`) and whether this CPU has them.
+/// The CPU features dispatch decides on (`Avx2::detect`, `Avx512::detect` in
+/// `kernels/simd_x86.rs`; on aarch64 NEON, which the target guarantees) and whether this CPU
+/// has them.
 #[pyfunction]
 fn cpu_features() -> Vec<(&'static str, bool)> {
     #[cfg(target_arch = "x86_64")]
@@ -913,7 +914,12 @@ fn cpu_features() -> Vec<(&'static str, bool)> {
             ("avx512f", is_x86_feature_detected!("avx512f")),
         ]
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    {
+        // Asked of the CPU, not of the target, so `fastmlp info` shows what the kernel reports.
+        vec![("neon", std::arch::is_aarch64_feature_detected!("neon"))]
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
         Vec::new()
     }
