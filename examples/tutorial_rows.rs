@@ -1,8 +1,8 @@
 //! Runs the tutorial's network (784-50-100-10, sigmoid, sigmoid, softmax, float32) over ROWS
 //! MNIST-like uint8 rows at one level, single-threaded, and prints a checksum of the
 //! probabilities: `tutorial_rows LEVEL ROWS [REPEATS]`. For counting instructions under an
-//! emulator (`.ci/arm64-count`), where time means nothing: the difference between ROWS and 0
-//! rows is the forward pass alone, as model packing and start-up are the same in both.
+//! emulator (`.ci/arm64-count`), where time means nothing: the difference between REPEATS 2
+//! and 1 is one warm forward pass alone, as start-up, packing and the rows are the same in both.
 
 use _core::kernels::dispatch::{DispatchElement, Level, SimdTask};
 use _core::kernels::forward::{PackedModel, Sink};
