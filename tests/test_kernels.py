@@ -104,7 +104,7 @@ def random_values(rng, shape, dtype, scale=5.0):
 
 def test_supported_levels_are_known_and_portable_is_always_there():
     assert LEVELS, "supported_levels() is empty"
-    assert set(LEVELS) <= {"avx512", "avx2", "portable"}
+    assert set(LEVELS) <= {"avx512", "avx2", "neon", "portable"}
     assert LEVELS[-1] == "portable"
     assert fastmlp.cpu_level() == LEVELS[0]
 
@@ -123,7 +123,7 @@ def test_force_cpu_level_switches_the_active_level_and_none_restores_it():
 
 @pytest.mark.skipif(len(LEVELS) < 2, reason="this CPU runs only the portable level")
 def test_array_functions_run_at_the_level_active_at_call_time(rng):
-    # The portable level uses separate multiply and add, the x86 levels FMA: on enough random
+    # The portable level uses separate multiply and add, the SIMD levels FMA: on enough random
     # data their last bits differ, which shows that forcing a level reaches the kernels.
     x = rng.normal(scale=4, size=100_000).astype(np.float32)
     X = rng.normal(size=(200, 101)).astype(np.float32)

@@ -401,7 +401,7 @@ def test_model_keeps_the_level_it_was_built_at(rng):
         _core.force_cpu_level(None)
     assert MLP(layers).cpu_level == LEVELS[0]
     if len(LEVELS) > 1:
-        # Portable multiplies and adds separately, the x86 levels use FMA: the last bits
+        # Portable multiplies and adds separately, the SIMD levels use FMA: the last bits
         # differ somewhere, so the level a model was packed at really is the one it runs.
         assert not np.array_equal(results["portable"], results[LEVELS[0]])
 

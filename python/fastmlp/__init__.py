@@ -91,7 +91,10 @@ def get_num_threads() -> int:
 
 
 def cpu_level() -> str:
-    """The instruction set new work runs at: ``"avx512"``, ``"avx2"`` or ``"portable"``."""
+    """The instruction set new work runs at.
+
+    ``"avx512"``, ``"avx2"`` (x86-64), ``"neon"`` (aarch64) or ``"portable"``.
+    """
     return _core.cpu_level()
 
 

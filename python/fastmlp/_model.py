@@ -274,7 +274,10 @@ class MLP:
 
     @property
     def cpu_level(self) -> str:
-        """The instruction set the weights were packed for ("avx512", "avx2", "portable")."""
+        """The instruction set the weights were packed for.
+
+        "avx512", "avx2" (x86-64), "neon" (aarch64) or "portable".
+        """
         return self._packed.level
 
     def __repr__(self) -> str:

@@ -20,7 +20,7 @@ pub fn get_num_threads() -> usize {
     threads::effective_threads(None)
 }
 
-/// The instruction-set level new work runs at: "avx512", "avx2" or "portable".
+/// The instruction-set level new work runs at: "avx512", "avx2", "neon" or "portable".
 #[pyfunction]
 pub fn cpu_level() -> &'static str {
     active_level().name()
@@ -45,7 +45,7 @@ pub fn force_cpu_level(name: Option<&str>) -> PyResult<()> {
         None => None,
         Some(name) => Some(Level::parse(name).ok_or_else(|| {
             FastmlpError::Value(format!(
-                "unknown level {name:?}; expected avx512, avx2 or portable"
+                "unknown level {name:?}; expected avx512, avx2, neon or portable"
             ))
         })?),
     };
@@ -95,8 +95,9 @@ pub fn build_info() -> std::collections::BTreeMap<&'static str, &'static str> {
     ])
 }
 
-/// The CPU features runtime dispatch checks (`Avx2::detect`, `Avx512::detect` in
-/// `kernels/simd_x86.rs`) and whether this CPU has them.
+/// The CPU features dispatch decides on (`Avx2::detect`, `Avx512::detect` in
+/// `kernels/simd_x86.rs`; on aarch64 NEON, which the target guarantees) and whether this CPU
+/// has them.
 #[pyfunction]
 pub fn cpu_features() -> Vec<(&'static str, bool)> {
     #[cfg(target_arch = "x86_64")]
@@ -108,7 +109,12 @@ pub fn cpu_features() -> Vec<(&'static str, bool)> {
             ("avx512f", is_x86_feature_detected!("avx512f")),
         ]
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    {
+        // Asked of the CPU, not of the target, so `fastmlp info` shows what the kernel reports.
+        vec![("neon", std::arch::is_aarch64_feature_detected!("neon"))]
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
         Vec::new()
     }

@@ -5,6 +5,8 @@ use std::sync::OnceLock;
 
 use super::math::ExpConstants;
 use super::simd::Simd;
+#[cfg(target_arch = "aarch64")]
+use super::simd_neon::Neon;
 use super::simd_portable::Portable;
 #[cfg(target_arch = "x86_64")]
 use super::simd_x86::{Avx2, Avx512};
@@ -14,16 +16,18 @@ use super::simd_x86::{Avx2, Avx512};
 pub enum Level {
     Avx512,
     Avx2,
+    Neon,
     Portable,
 }
 
 impl Level {
-    pub const ALL: [Level; 3] = [Level::Avx512, Level::Avx2, Level::Portable];
+    pub const ALL: [Level; 4] = [Level::Avx512, Level::Avx2, Level::Neon, Level::Portable];
 
     pub fn name(self) -> &'static str {
         match self {
             Level::Avx512 => "avx512",
             Level::Avx2 => "avx2",
+            Level::Neon => "neon",
             Level::Portable => "portable",
         }
     }
@@ -41,6 +45,8 @@ impl Level {
             Level::Avx2 => Avx2::<f32>::detect().is_some(),
             #[cfg(not(target_arch = "x86_64"))]
             Level::Avx512 | Level::Avx2 => false,
+            // Every aarch64 CPU has NEON: the target itself guarantees it.
+            Level::Neon => cfg!(target_arch = "aarch64"),
             Level::Portable => true,
         }
     }
@@ -72,7 +78,10 @@ pub fn force_level(level: Option<Level>) -> Result<(), Level> {
     match level {
         None => FORCED.store(NOT_FORCED, Ordering::Relaxed),
         Some(level) if level.is_supported() => {
-            let index = Level::ALL.iter().position(|l| *l == level).unwrap_or(2);
+            let index = Level::ALL
+                .iter()
+                .position(|l| *l == level)
+                .expect("every level is in Level::ALL");
             FORCED.store(index as u8, Ordering::Relaxed)
         }
         Some(level) => return Err(level),
@@ -130,7 +139,19 @@ macro_rules! impl_dispatch {
                                 return unsafe { run_avx2(simd, task) };
                             }
                         }
-                        Level::Portable => {}
+                        Level::Neon | Level::Portable => {}
+                    }
+                }
+                #[cfg(target_arch = "aarch64")]
+                {
+                    // NEON is baseline on aarch64, so no `#[target_feature]` entry point (and no
+                    // `unsafe`) is needed: the generic code is already compiled with it.
+                    #[inline(never)]
+                    fn run_neon<T: SimdTask<$e>>(task: T) -> T::Output {
+                        task.run(Neon::<$e>::new())
+                    }
+                    if level == Level::Neon {
+                        return run_neon(task);
                     }
                 }
                 let _ = level;

@@ -12,6 +12,8 @@ pub mod peak;
 pub mod prefetch;
 pub mod scratch;
 pub mod simd;
+#[cfg(target_arch = "aarch64")]
+pub mod simd_neon;
 pub mod simd_portable;
 #[cfg(target_arch = "x86_64")]
 pub mod simd_x86;

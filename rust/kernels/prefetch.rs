@@ -64,7 +64,7 @@ impl Prefetch {
 
 /// Asks for the cache line holding `address` to be brought into L2. A hint: it never faults,
 /// whatever the address (so callers may point past the end of their data), and is a no-op off
-/// x86-64.
+/// x86-64 and aarch64.
 #[inline(always)]
 pub fn prefetch_line_to_l2<T>(address: *const T) {
     #[cfg(target_arch = "x86_64")]
@@ -73,7 +73,17 @@ pub fn prefetch_line_to_l2<T>(address: *const T) {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
         _mm_prefetch::<_MM_HINT_T1>(address.cast());
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: PRFM is in the aarch64 base instruction set; a prefetch hint loads nothing into
+    // a register, writes no memory or flags, and never faults, whatever the address.
+    unsafe {
+        std::arch::asm!(
+            "prfm pldl2keep, [{0}]",
+            in(reg) address,
+            options(nostack, preserves_flags, readonly)
+        );
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     let _ = address;
 }
 

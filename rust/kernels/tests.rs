@@ -489,3 +489,193 @@ fn a_wide_layer_split_over_threads_gives_the_same_bits_as_one_thread_and_the_bat
     check::<f32>(|x| x.to_bits() as u64);
     check::<f64>(|x| x.to_bits());
 }
+
+#[test]
+fn each_target_runs_its_own_simd_level_and_keeps_the_portable_one() {
+    let levels = levels();
+    assert_eq!(levels.last(), Some(&Level::Portable));
+    // NEON is baseline on aarch64: the best level there, with nothing to detect.
+    assert_eq!(
+        levels.first() == Some(&Level::Neon),
+        cfg!(target_arch = "aarch64")
+    );
+    assert_eq!(levels.contains(&Level::Neon), cfg!(target_arch = "aarch64"));
+    if !cfg!(target_arch = "x86_64") {
+        assert!(!levels.contains(&Level::Avx2) && !levels.contains(&Level::Avx512));
+    }
+}
+
+/// Values that tell the vocabulary's contracts apart: zeros of both signs, NaN, infinities,
+/// ties for rounding, the smallest normal number and subnormals.
+fn contract_values<E: super::simd::Element>() -> Vec<E> {
+    let min_normal = E::MIN_NORMAL.to_f64();
+    [
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        0.5,
+        -0.5,
+        1.5,
+        2.5,
+        -2.5,
+        3.5,
+        f64::NAN,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        1e30,
+        -7.0,
+        0.25,
+        min_normal,
+        -min_normal,
+        min_normal * 0.25,
+        -min_normal * 0.75,
+    ]
+    .into_iter()
+    .map(E::from_f64)
+    .collect()
+}
+
+/// Every method of the `Simd` vocabulary against the scalar contract `simd.rs` states for it,
+/// lane by lane, for every pair of `contract_values` in every lane position.
+struct VocabularyTask;
+
+impl<E: DispatchElement> SimdTask<E> for VocabularyTask {
+    type Output = ();
+    fn run<S: Simd<Elem = E>>(self, s: S) {
+        let lanes = S::LANES;
+        let values = contract_values::<S::Elem>();
+        let n = values.len();
+        let same = |a: S::Elem, b: S::Elem| {
+            (a.is_nan() && b.is_nan()) || a.to_f64().to_bits() == b.to_f64().to_bits()
+        };
+        let load = |lane_values: &[S::Elem]| {
+            let mut buffer = [S::Elem::ZERO; 16];
+            buffer[..lanes].copy_from_slice(&lane_values[..lanes]);
+            // SAFETY: `buffer` holds 16 >= LANES values.
+            unsafe { s.load(buffer.as_ptr()) }
+        };
+        let stored = |v: S::V| {
+            let mut buffer = [S::Elem::ZERO; 16];
+            // SAFETY: `buffer` holds 16 >= LANES values.
+            unsafe { s.store(buffer.as_mut_ptr(), v) };
+            buffer[..lanes].to_vec()
+        };
+        let check = |what: &str, got: S::V, expected: &dyn Fn(usize) -> S::Elem| {
+            for (lane, &g) in stored(got).iter().enumerate() {
+                let e = expected(lane);
+                assert!(
+                    same(g, e),
+                    "{}: {what}, lane {lane}: {g:?} != {e:?}",
+                    S::NAME
+                );
+            }
+        };
+        for first_a in 0..n {
+            for first_b in 0..n {
+                let a: Vec<S::Elem> = (0..lanes).map(|i| values[(first_a + i) % n]).collect();
+                let b: Vec<S::Elem> = (0..lanes).map(|i| values[(first_b + i) % n]).collect();
+                // `flush_below` takes positive floors: b's magnitude where that is a finite
+                // nonzero number, else the smallest normal.
+                let floor: Vec<S::Elem> = b
+                    .iter()
+                    .map(|&x| {
+                        let m = x.to_f64().abs();
+                        S::Elem::from_f64(if m > 0.0 && m.is_finite() {
+                            m
+                        } else {
+                            E::MIN_NORMAL.to_f64()
+                        })
+                    })
+                    .collect();
+                let (va, vb, vfloor) = (load(&a), load(&b), load(&floor));
+                let ctx = format!("a from {first_a}, b from {first_b}");
+                check(&format!("add {ctx}"), s.add(va, vb), &|i| a[i] + b[i]);
+                check(&format!("sub {ctx}"), s.sub(va, vb), &|i| a[i] - b[i]);
+                check(&format!("mul {ctx}"), s.mul(va, vb), &|i| a[i] * b[i]);
+                check(&format!("div {ctx}"), s.div(va, vb), &|i| a[i] / b[i]);
+                check(&format!("max {ctx}"), s.max(va, vb), &|i| {
+                    if a[i] > b[i] {
+                        a[i]
+                    } else {
+                        b[i]
+                    }
+                });
+                check(
+                    &format!("select_nonneg {ctx}"),
+                    s.select_nonneg(va, vb, va),
+                    &|i| if a[i] >= S::Elem::ZERO { b[i] } else { a[i] },
+                );
+                check(
+                    &format!("flush_below {ctx}"),
+                    s.flush_below(va, vfloor),
+                    &|i| {
+                        if a[i].to_f64().abs() < floor[i].to_f64() {
+                            S::Elem::from_f64(if a[i].to_f64().is_sign_negative() {
+                                -0.0
+                            } else {
+                                0.0
+                            })
+                        } else {
+                            a[i]
+                        }
+                    },
+                );
+            }
+            let a: Vec<S::Elem> = (0..lanes).map(|i| values[(first_a + i) % n]).collect();
+            let va = load(&a);
+            check("abs", s.abs(va), &|i| {
+                S::Elem::from_f64(a[i].to_f64().abs())
+            });
+            check("round", s.round(va), &|i| {
+                S::Elem::from_f64(a[i].to_f64().round_ties_even())
+            });
+            let zero_or_nan = a.iter().any(|&x| x == S::Elem::ZERO || x.is_nan());
+            assert_eq!(s.any_zero_or_nan(va), zero_or_nan, "{}: {a:?}", S::NAME);
+            let mask = s.nonzero_mask(va);
+            let mut lanes_written = [u32::MAX; 16];
+            // SAFETY: `lanes_written` holds 16 >= LANES entries.
+            let count = unsafe { s.store_nonzero_lanes(va, 100, lanes_written.as_mut_ptr()) };
+            let nonzero: Vec<u32> = (0..lanes as u32)
+                .filter(|&i| a[i as usize] != S::Elem::ZERO)
+                .collect();
+            let expected_mask = nonzero.iter().fold(0, |m, &i| m | 1 << i);
+            assert_eq!(mask, expected_mask, "{}: nonzero_mask of {a:?}", S::NAME);
+            let firsts: Vec<u32> = nonzero.iter().map(|i| 100 + i).collect();
+            assert_eq!(&lanes_written[..count], &firsts[..], "{}: {a:?}", S::NAME);
+        }
+        // ldexp over the exponents exp's reduction produces, on normal results.
+        for n_exponent in -60..=60 {
+            let a: Vec<S::Elem> = (0..lanes)
+                .map(|i| S::Elem::from_f64([1.0, -1.0, 1.5, 0.5, 2.5, -7.0, 0.75][i % 7]))
+                .collect();
+            let got = s.ldexp(load(&a), s.splat(S::Elem::from_f64(n_exponent as f64)));
+            check(&format!("ldexp by {n_exponent}"), got, &|i| {
+                S::Elem::from_f64(a[i].to_f64() * 2f64.powi(n_exponent))
+            });
+        }
+        // transpose: row r, lane c holds r * LANES + c before, c * LANES + r after.
+        let mut rows: Vec<S::V> = (0..lanes)
+            .map(|r| {
+                let row: Vec<S::Elem> = (0..lanes)
+                    .map(|c| S::Elem::from_f64((r * lanes + c) as f64))
+                    .collect();
+                load(&row)
+            })
+            .collect();
+        s.transpose(&mut rows);
+        for (r, &row) in rows.iter().enumerate() {
+            check(&format!("transpose, row {r}"), row, &|c| {
+                S::Elem::from_f64((c * lanes + r) as f64)
+            });
+        }
+    }
+}
+
+#[test]
+fn the_vocabulary_keeps_its_scalar_contract_at_every_level() {
+    for level in levels() {
+        f32::dispatch(level, VocabularyTask);
+        f64::dispatch(level, VocabularyTask);
+    }
+}
