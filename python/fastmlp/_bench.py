@@ -307,15 +307,21 @@ def run_values(
     rng = np.random.default_rng(11)
     results: "list[dict]" = []
     kernel_calls: Dict[str, Callable[[], object]] = {}
+    # Into one preallocated output: a new one per call would time the allocator's page faults
+    # (which moved these two-thread ratios by up to 1.6x between runs), not the kernel.
+    out = np.ones(elements, dtype=np.float32)
     for name in ("sigmoid", "tanh"):
         for label, (low, high) in ELEMENTWISE_RANGES.items():
             x = rng.uniform(low, high, elements).astype(np.float32)
             kernel_calls[f"{name}|{label}"] = lambda name=name, x=x: _functions._elementwise(
-                name, x, None, threads
+                name, x, out, threads
             )
+    softmax_out = out[: elements // 100 * 100].reshape(elements // 100, 100)
     for label, (low, high) in SOFTMAX_RANGES.items():
-        x = rng.uniform(low, high, (elements // 100, 100)).astype(np.float32)
-        kernel_calls[f"softmax|{label}"] = lambda x=x: _functions.softmax(x, threads=threads)
+        x = rng.uniform(low, high, softmax_out.shape).astype(np.float32)
+        kernel_calls[f"softmax|{label}"] = lambda x=x: _functions.softmax(
+            x, out=softmax_out, threads=threads
+        )
     best = time_interleaved(kernel_calls, rounds, settle=min(settle, 0.2))
     for key, seconds in best.items():
         kernel, label = key.split("|")
