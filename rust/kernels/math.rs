@@ -246,14 +246,14 @@ where
     s.flush_below(y, floor)
 }
 
-/// `apply_elementwise` over `count` vectors: the `i`th from `src`'s vector `i` to `dst` at
-/// element offset `i * LANES`, but the last, at `last`. In a loop LLVM keeps rolled (the count
-/// is opaque to it), so each activation's code is compiled once per caller rather than once
-/// per register: unrolled over every tile width's accumulators, those copies were most of the
-/// crate's machine code and of its build time.
+/// `apply_elementwise` over `count` vectors, the `i`th from `src`'s vector `i` to `dst` at
+/// element offset `i * LANES`. In a loop LLVM keeps rolled (the count is opaque to it), so each
+/// activation's code is compiled once per caller rather than once per register: unrolled over
+/// every tile width's accumulators, those copies were most of the crate's machine code and of
+/// its build time.
 ///
 /// # Safety
-/// `src` must be readable for `count` vectors; `dst` writable at every offset `.. + LANES`.
+/// `src` must be readable for `count` vectors and `dst` writable for `count * LANES` elements.
 #[inline(always)]
 pub unsafe fn apply_elementwise_to<S: Simd>(
     s: S,
@@ -261,18 +261,15 @@ pub unsafe fn apply_elementwise_to<S: Simd>(
     src: *const S::V,
     count: usize,
     dst: *mut S::Elem,
-    last: usize,
     floor: S::V,
 ) where
     S::Elem: ExpConstants,
 {
-    let count = std::hint::black_box(count);
-    for i in 0..count {
-        let offset = if i + 1 == count { last } else { i * S::LANES };
-        // SAFETY: the caller guarantees `src[i]` and `dst[offset .. + LANES]`.
+    for i in 0..std::hint::black_box(count) {
+        // SAFETY: the caller guarantees `src[i]` and `dst[i * LANES .. + LANES]`.
         unsafe {
             s.store(
-                dst.add(offset),
+                dst.add(i * S::LANES),
                 apply_elementwise(s, activation, *src.add(i), floor),
             )
         };

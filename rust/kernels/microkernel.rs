@@ -82,9 +82,8 @@ unsafe fn column_tile<S: Simd, const C: usize>(
         for c in 0..C {
             sums[c] = [low[c], high[c]];
         }
-        let (vectors, last) = (2 * C, (2 * C - 1) * lanes);
         let first = sums.as_ptr().cast::<S::V>();
-        apply_elementwise_to(s, activation, first, vectors, dst, last, s.splat(floor));
+        apply_elementwise_to(s, activation, first, 2 * C, dst, s.splat(floor));
     }
 }
 
