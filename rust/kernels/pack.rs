@@ -151,6 +151,8 @@ pub fn pack_input_chunk<S: Simd, X: InputElement>(
         for k0 in (0..full).step_by(lanes) {
             // Blocks of only live rows (all but the last chunk's) take the branch-free loop,
             // which unrolls into LANES plain loads; perf showed the per-row test costing 15%.
+            // The scaling is applied to the whole block after the loads: matched per row, it
+            // kept LLVM from unrolling the loads, and the block went through the stack.
             // (A macro rather than a closure: a closure would be compiled outside the
             // caller's target features.)
             macro_rules! load_row {
@@ -160,12 +162,11 @@ pub fn pack_input_chunk<S: Simd, X: InputElement>(
                     let v = unsafe {
                         X::load_vector(s, src.as_ptr().add((first_row + $i) * features + k0))
                     };
-                    let v = if X::HAS_SUBNORMALS {
+                    if X::HAS_SUBNORMALS {
                         s.flush_below(v, min_normal)
                     } else {
                         v
-                    };
-                    scaling.apply(s, v, scale_v, min_normal)
+                    }
                 }};
             }
             if live == lanes {
@@ -175,6 +176,11 @@ pub fn pack_input_chunk<S: Simd, X: InputElement>(
             } else {
                 for (i, slot) in block.iter_mut().enumerate().take(lanes) {
                     *slot = if i < live { load_row!(i) } else { zero };
+                }
+            }
+            if scaling != Scaling::None {
+                for slot in block.iter_mut().take(lanes) {
+                    *slot = scaling.apply(s, *slot, scale_v, min_normal);
                 }
             }
             s.transpose(&mut block[..lanes]);
