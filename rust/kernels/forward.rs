@@ -12,7 +12,7 @@ use super::microkernel::{
 };
 use super::pack::{pack_input_chunk, pack_input_row, PackedLayer, MAX_LANES};
 use super::prefetch::Prefetch;
-use super::scratch::{return_index_scratch, take_index_scratch};
+use super::scratch::{from_cache_line, return_index_scratch, take_index_scratch, LINE_SLACK};
 use super::simd::{Element, InputElement, Simd};
 use crate::threads;
 
@@ -190,12 +190,13 @@ impl<E: DispatchElement, X: InputElement> SimdTask<E> for RowsTask<'_, E, X> {
         let widest = model.widest_output();
         let tiled_len = (features + 2 * widest) * chunk;
         let row_len = features + 2 * widest + widest * S::LANES;
-        let mut scratch = E::take_scratch(tiled_len + row_len);
+        let slack = LINE_SLACK / std::mem::size_of::<E>();
+        let mut scratch = E::take_scratch(tiled_len + row_len + slack);
         // Room for any layer's list of nonzero inputs: its inputs are the features or an
         // earlier layer's outputs.
         let mut indices = take_index_scratch(features.max(widest));
         {
-            let (tiled, row) = scratch.split_at_mut(tiled_len);
+            let (tiled, row) = from_cache_line(&mut scratch).split_at_mut(tiled_len);
             let (packed_input, tiled) = tiled.split_at_mut(features * chunk);
             let (chunk_even, chunk_odd) = tiled.split_at_mut(widest * chunk);
             let (input_row, row) = row.split_at_mut(features);
