@@ -103,6 +103,31 @@ def test_bench_comparison_times_every_engine_beside_the_sgemm():
     assert table.count("fastmlp ") >= 2 and "numpy" in table
 
 
+def test_bench_values_times_fastmlp_call_by_call_and_every_case_against_its_baseline():
+    from fastmlp import _bench
+
+    order = []
+    best = _bench.time_alternating(
+        {"a": lambda: order.append("a"), "b": lambda: order.append("b")}, rounds=2, sweeps=3
+    )
+    # One warm-up call each, then the two strictly alternating, one call at a time.
+    assert order == ["a", "b"] * 7 and set(best) == {"a", "b"}
+
+    rows = _bench.run_values(threads=1, rounds=1, elements=2000, rows=64, settle=0)
+    kernels = [row for row in rows if row["group"] == "kernel"]
+    assert {row["case"].split()[0] for row in kernels} == {"sigmoid", "tanh", "softmax"}
+    for row in kernels:
+        moderate = next(
+            r for r in kernels if r["case"] == row["case"].split()[0] + " moderate (-10, 10)"
+        )
+        assert row["ratio"] == pytest.approx(row["seconds"] / moderate["seconds"])
+    network = [row for row in rows if row["group"] == "network"]
+    cases = {(row["engine"], row["case"]) for row in network}
+    for case in ("raw float32", "scaled float32", "raw uint8", "scaled uint8"):
+        assert ("fastmlp", f"64 rows, {case}") in cases
+    assert network[0]["engine"] == "fastmlp"
+
+
 def test_bench_on_images_feeds_every_engine_the_same_images(monkeypatch):
     from fastmlp import _bench
 
