@@ -224,8 +224,13 @@ def run_comparison(
     settle: float = 1.0,
     sgemm_size: int = SGEMM_SIZE,
     images: Optional[np.ndarray] = None,
+    block_seconds: float = 0.1,
 ) -> "list[dict]":
     """Times every engine at every batch size; returns one result row per (batch, engine).
+
+    Each engine's turn lasts about ``block_seconds``: a tenth of a second gives a 10,000-row
+    batch a dozen calls per turn, enough for the minimum to find a quiet moment on a shared
+    machine (20 ms turns gave two or three, and the shares of sgemm moved by 10% run to run).
 
     The large sgemm runs in the same interleaved rounds as the engines at each batch size, so
     a machine that slows down mid-run moves the peak and the engines alike; each row's
@@ -260,7 +265,7 @@ def run_comparison(
                     X = images[np.arange(batch) % len(images)]
                 calls = {name: functools.partial(fn, X) for name, fn in found.items()}
             calls[SGEMM] = sgemm
-            best = time_interleaved(calls, rounds, settle=settle)
+            best = time_interleaved(calls, rounds, settle=settle, block_seconds=block_seconds)
             peak = sgemm_flops / best.pop(SGEMM) / 1e9
             if images is not None and batch == 1:
                 best = {name: seconds / len(images) for name, seconds in best.items()}
