@@ -416,7 +416,8 @@ def run_values(
 def format_values_table(rows: "list[dict]", threads: int) -> str:
     lines = [
         f"machine: {machine_description()}",
-        f"threads: {threads}; float32; times are the minimum of interleaved rounds",
+        f"threads: {threads}; float32; times are the fastest call (fastmlp's cases called in "
+        "turn, one call each, the peers in settled turns)",
         "",
         "Kernels: per element, and the ratio to the same kernel over moderate values",
         f"{'case':<44} {'time':>11}  {'ns/element':>10}  {'x moderate':>10}",
