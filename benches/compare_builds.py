@@ -1,0 +1,75 @@
+"""Two builds of fastmlp in one process, their calls alternating: a change's speed, measured.
+
+On a shared machine the same build's time moves by 3-5% from one process to the next, which
+hides most kernel changes worth making; processes run alternately only narrow it by repetition.
+Here both builds are imported side by side (each unpacked wheel's ``fastmlp`` package copied
+under its own name, so each loads its own ``_core``), checked to give bit-identical outputs,
+and called in turn one call at a time on the same rows, the fastest call of each counting. The
+network is ``fastmlp bench``'s (784-50-100-10, sigmoid, sigmoid, softmax, fixed seed).
+
+Run: ``python benches/compare_builds.py BEFORE AFTER [--rows 10000] [--threads 1]`` where each
+is a directory holding a ``fastmlp`` package with its compiled ``_core``, e.g. a wheel unpacked
+with ``unzip -d BEFORE dist/fastmlp-*.whl``. Prints both times and AFTER / BEFORE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def import_build(directory: Path, name: str, into: Path):
+    """The ``fastmlp`` package in ``directory``, imported as ``name`` from a copy in ``into``."""
+    package = directory / "fastmlp"
+    if not list(package.glob("_core*")):
+        raise SystemExit(f"{directory}: expected a fastmlp package with its compiled _core in it")
+    shutil.copytree(package, into / name)
+    return importlib.import_module(name)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("before", type=Path)
+    parser.add_argument("after", type=Path)
+    parser.add_argument("--rows", type=int, default=10_000)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--sweeps", type=int, default=100, help="calls of each build")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        sys.path.insert(0, scratch)
+        builds = [
+            import_build(args.before, "fastmlp_before", Path(scratch)),
+            import_build(args.after, "fastmlp_after", Path(scratch)),
+        ]
+        from fastmlp_before._bench import tutorial_shaped_layers
+
+        layers = tutorial_shaped_layers()
+        X = np.random.default_rng(1).random((args.rows, layers[0][0].shape[0]), dtype=np.float32)
+        models = [build.MLP(layers) for build in builds]
+        outs = [model.predict_proba(X, threads=args.threads) for model in models]
+        if not np.array_equal(outs[0], outs[1]):
+            print("the builds' outputs differ:", np.abs(outs[0] - outs[1]).max())
+        best = [float("inf")] * len(models)
+        for _ in range(args.sweeps):
+            for i, (model, out) in enumerate(zip(models, outs)):
+                t0 = time.perf_counter()
+                model.predict_proba(X, threads=args.threads, out=out)
+                best[i] = min(best[i], time.perf_counter() - t0)
+    print(
+        f"{args.rows} rows, {args.threads} thread(s), fastest of {args.sweeps} calls each: "
+        f"before {best[0] * 1e3:.3f} ms, after {best[1] * 1e3:.3f} ms, "
+        f"after / before {best[1] / best[0]:.3f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
