@@ -152,11 +152,22 @@ pub fn exp_nonpositive<S: Simd>(s: S, x: S::V) -> S::V
 where
     S::Elem: ExpConstants,
 {
-    let (n, h, r) = exp_reduce(s, x);
-    let e = s.ldexp(s.mul_add(h, r, s.splat(S::Elem::ONE)), n);
+    let e = exp_of_clamped(s, x);
     // `lowest - x >= 0` selects the zero; a NaN `x` makes the mask NaN and keeps `e` (NaN).
     let at_or_below_lowest = s.sub(s.splat(S::Elem::EXP_LOWEST), x);
     s.select_nonneg(at_or_below_lowest, s.splat(S::Elem::ZERO), e)
+}
+
+/// `exp(max(x, EXP_LOWEST))` for `x <= 0` (or NaN): at and below `EXP_LOWEST` the smallest
+/// normal number or just above it, which a caller that zeroes everything below twice that
+/// (sigmoid) need not select away.
+#[inline(always)]
+fn exp_of_clamped<S: Simd>(s: S, x: S::V) -> S::V
+where
+    S::Elem: ExpConstants,
+{
+    let (n, h, r) = exp_reduce(s, x);
+    s.ldexp(s.mul_add(h, r, s.splat(S::Elem::ONE)), n)
 }
 
 /// `exp(x) - 1` for `x <= 0` (or NaN), with relative accuracy near 0: where `n = 0` the
@@ -182,7 +193,10 @@ where
     S::Elem: ExpConstants,
 {
     let zero = s.splat(S::Elem::ZERO);
-    let e = exp_nonpositive(s, s.sub(zero, s.abs(x)));
+    // Below `EXP_LOWEST`, `e` is about the smallest normal number rather than 0; both give
+    // `1 + e = 1` and both are zeroed below, so the select `exp_nonpositive` adds would change
+    // no bit here.
+    let e = exp_of_clamped(s, s.sub(zero, s.abs(x)));
     let positive = s.div(s.splat(S::Elem::ONE), s.add(s.splat(S::Elem::ONE), e));
     // `positive` >= 1/2, so `e * positive` is normal for `e >= 2 * MIN_NORMAL`; below that the
     // product would underflow, and the negative tail is 0 instead.
