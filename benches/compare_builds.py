@@ -9,7 +9,8 @@ network is ``fastmlp bench``'s (784-50-100-10, sigmoid, sigmoid, softmax, fixed 
 
 Run: ``python benches/compare_builds.py BEFORE AFTER [--rows 10000] [--threads 1]`` where each
 is a directory holding a ``fastmlp`` package with its compiled ``_core``, e.g. a wheel unpacked
-with ``unzip -d BEFORE dist/fastmlp-*.whl``. Prints both times and AFTER / BEFORE.
+with ``unzip -d BEFORE dist/fastmlp-*.whl``; the installed fastmlp supplies the network and
+the timing (``fastmlp._bench``). Prints both times and AFTER / BEFORE.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ import importlib
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+
+from fastmlp._bench import time_alternating, tutorial_shaped_layers
 
 
 def import_build(directory: Path, name: str, into: Path):
@@ -49,24 +51,26 @@ def main(argv=None) -> int:
             import_build(args.before, "fastmlp_before", Path(scratch)),
             import_build(args.after, "fastmlp_after", Path(scratch)),
         ]
-        from fastmlp_before._bench import tutorial_shaped_layers
-
         layers = tutorial_shaped_layers()
         X = np.random.default_rng(1).random((args.rows, layers[0][0].shape[0]), dtype=np.float32)
         models = [build.MLP(layers) for build in builds]
         outs = [model.predict_proba(X, threads=args.threads) for model in models]
         if not np.array_equal(outs[0], outs[1]):
             print("the builds' outputs differ:", np.abs(outs[0] - outs[1]).max())
-        best = [float("inf")] * len(models)
-        for _ in range(args.sweeps):
-            for i, (model, out) in enumerate(zip(models, outs)):
-                t0 = time.perf_counter()
-                model.predict_proba(X, threads=args.threads, out=out)
-                best[i] = min(best[i], time.perf_counter() - t0)
+        best = time_alternating(
+            {
+                name: lambda model=model, out=out: model.predict_proba(
+                    X, threads=args.threads, out=out
+                )
+                for name, model, out in zip(("before", "after"), models, outs)
+            },
+            rounds=1,
+            sweeps=args.sweeps,
+        )
     print(
         f"{args.rows} rows, {args.threads} thread(s), fastest of {args.sweeps} calls each: "
-        f"before {best[0] * 1e3:.3f} ms, after {best[1] * 1e3:.3f} ms, "
-        f"after / before {best[1] / best[0]:.3f}"
+        f"before {best['before'] * 1e3:.3f} ms, after {best['after'] * 1e3:.3f} ms, "
+        f"after / before {best['after'] / best['before']:.3f}"
     )
     return 0
 
