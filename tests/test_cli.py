@@ -128,6 +128,17 @@ def test_bench_values_times_fastmlp_call_by_call_and_every_case_against_its_base
     assert network[0]["engine"] == "fastmlp"
 
 
+def test_bench_values_places_every_input_at_its_outputs_offset_within_a_page():
+    from fastmlp import _bench
+
+    out = np.empty(1000, dtype=np.float32)[3:]  # 12 bytes past the allocation's start
+    values = np.linspace(-5, 5, 997, dtype=np.float32).reshape(997, 1)
+    placed = _bench.placed_like(out, values)
+    assert placed.ctypes.data % 4096 == out.ctypes.data % 4096
+    assert placed.dtype == values.dtype and placed.shape == values.shape
+    assert np.array_equal(placed, values) and not np.shares_memory(placed, values)
+
+
 def test_bench_on_images_feeds_every_engine_the_same_images(monkeypatch):
     from fastmlp import _bench
 

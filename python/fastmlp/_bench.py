@@ -312,6 +312,21 @@ SOFTMAX_RANGES = {
 }
 
 
+def placed_like(reference: np.ndarray, values: np.ndarray, page: int = 4096) -> np.ndarray:
+    """A copy of ``values`` starting at the same offset within a memory page as ``reference``.
+
+    Intel cores stall a load that shares its address's low 12 bits with a store still in
+    flight ("4K aliasing"), so an element-wise kernel's time moves with where its input lies
+    against its output: by up to 1.2x on an Intel Xeon here, for the same values. Placing every
+    range's input alike makes the values the only thing that differs between them.
+    """
+    buffer = np.empty(values.nbytes + page, dtype=np.uint8)
+    start = (reference.ctypes.data - buffer.ctypes.data) % page
+    placed = buffer[start : start + values.nbytes].view(values.dtype).reshape(values.shape)
+    placed[...] = values
+    return placed
+
+
 def run_values(
     threads: int,
     rounds: int,
@@ -339,13 +354,13 @@ def run_values(
     out = np.ones(elements, dtype=np.float32)
     for name in ("sigmoid", "tanh"):
         for label, (low, high) in ELEMENTWISE_RANGES.items():
-            x = rng.uniform(low, high, elements).astype(np.float32)
+            x = placed_like(out, rng.uniform(low, high, elements).astype(np.float32))
             kernel_calls[f"{name}|{label}"] = lambda name=name, x=x: _functions._elementwise(
                 name, x, out, threads
             )
     softmax_out = out[: elements // 100 * 100].reshape(elements // 100, 100)
     for label, (low, high) in SOFTMAX_RANGES.items():
-        x = rng.uniform(low, high, softmax_out.shape).astype(np.float32)
+        x = placed_like(softmax_out, rng.uniform(low, high, softmax_out.shape).astype(np.float32))
         kernel_calls[f"softmax|{label}"] = lambda x=x: _functions.softmax(
             x, out=softmax_out, threads=threads
         )
