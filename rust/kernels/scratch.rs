@@ -1,5 +1,7 @@
 //! Per-thread scratch buffers the kernels reuse from call to call instead of allocating.
 
+use super::prefetch::Prefetch;
+
 macro_rules! thread_scratch {
     ($vis:vis $name:ident, $e:ty) => {
         thread_local! {
@@ -16,12 +18,15 @@ thread_scratch!(SCRATCH_INDICES, u32);
 /// past a page boundary, and in them every vector load and store of a 64-byte vector straddles
 /// two cache lines (3-4% of a 10,000-row pass, most of it in packing's stores).
 pub fn from_cache_line<E>(buffer: &mut [E]) -> &mut [E] {
-    let skip = buffer.as_ptr().align_offset(LINE_SLACK).min(buffer.len());
+    let skip = buffer
+        .as_ptr()
+        .align_offset(Prefetch::CACHE_LINE)
+        .min(buffer.len());
     &mut buffer[skip..]
 }
 
-/// Bytes of slack `from_cache_line` may skip.
-pub const LINE_SLACK: usize = 64;
+/// Bytes of slack `from_cache_line` may skip: one cache line.
+pub const LINE_SLACK: usize = Prefetch::CACHE_LINE;
 
 /// The calling thread's index buffer of at least `len` entries; give it back with
 /// `return_index_scratch`.
