@@ -414,6 +414,9 @@ def deterministic_models(rng, dtype):
     yield MLP(random_layers(rng, 33, [13, 13, 3], ["sigmoid", "tanh", "sigmoid"], dtype))
     yield MLP(random_layers(rng, 7, [50], ["softmax"], dtype), input_scale=0.3)
     yield MLP(random_layers(rng, 150, [130, 10], ["relu", "softmax"], dtype))
+    # A batch runs the first layer in blocks of its inputs (128 or 256 at the levels here) and
+    # a single row in one pass: over several blocks, the last ending in a partial vector.
+    yield MLP(random_layers(rng, 1101, [12, 5], ["sigmoid", "softmax"], dtype))
     # Softmax widths around the vector widths (8 and 16 lanes), one output included.
     for width in (1, 8, 16, 17, 33):
         yield MLP(random_layers(rng, 9, [width], ["softmax"], dtype))

@@ -21,17 +21,24 @@ pub fn chunk_rows<S: Simd>() -> usize {
 /// w[k * C + c])` for `r < R = 2 * LANES`, with `C` accumulator pairs held in registers. The
 /// `prefetch` lines are requested evenly spread over the k loop.
 ///
+/// The sum may run in blocks of k, `steps` per call: with `from_bias` false it continues from
+/// the partial sums in `dst`, and with `activate` false it stores them there as they are, for
+/// the next block. Either way each sum's additions run in the same order, so the result is
+/// bit-identical to a single block.
+///
 /// # Safety
-/// `inp` must be readable for `inputs * R` elements, `w` for `inputs * C`, `bias` for `C`,
-/// and `dst` writable for `C * R` elements.
+/// `inp` must be readable for `steps * R` elements, `w` for `steps * C`, `bias` for `C`,
+/// and `dst` readable and writable for `C * R` elements.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)] // the micro-kernel's operands, passed as raw parts
 unsafe fn column_tile<S: Simd, const C: usize>(
     s: S,
-    inputs: usize,
+    steps: usize,
     inp: *const S::Elem,
     w: *const S::Elem,
     bias: *const S::Elem,
+    from_bias: bool,
+    activate: bool,
     activation: Activation,
     floor: S::Elem,
     dst: *mut S::Elem,
@@ -46,7 +53,7 @@ unsafe fn column_tile<S: Simd, const C: usize>(
     // measured 2-3% slower): a layer with fewer k-steps than lines prefetches only some.
     let every = match prefetch.lines() {
         0 => usize::MAX,
-        lines => (inputs / lines).max(1),
+        lines => (steps / lines).max(1),
     };
     let mut countdown = 0;
     let mut next_line = 0;
@@ -54,14 +61,19 @@ unsafe fn column_tile<S: Simd, const C: usize>(
     let mut low = [zero; C];
     let mut high = [zero; C];
     // SAFETY: (whole body) all offsets stay within the extents the caller guarantees:
-    // k < inputs, c < C, and vector loads/stores of LANES elements at 0 and LANES within a row
+    // k < steps, c < C, and vector loads/stores of LANES elements at 0 and LANES within a row
     // block of R = 2 * LANES.
     unsafe {
         for c in 0..C {
-            low[c] = s.splat(*bias.add(c));
-            high[c] = low[c];
+            if from_bias {
+                low[c] = s.splat(*bias.add(c));
+                high[c] = low[c];
+            } else {
+                low[c] = s.load(dst.add(c * rows));
+                high[c] = s.load(dst.add(c * rows + lanes));
+            }
         }
-        for k in 0..inputs {
+        for k in 0..steps {
             if countdown == 0 {
                 countdown = every;
                 prefetch.request(next_line);
@@ -77,6 +89,13 @@ unsafe fn column_tile<S: Simd, const C: usize>(
                 high[c] = s.mul_add(a_high, weight, high[c]);
             }
         }
+        if !activate {
+            for c in 0..C {
+                s.store(dst.add(c * rows), low[c]);
+                s.store(dst.add(c * rows + lanes), high[c]);
+            }
+            return;
+        }
         // Column c's two vectors go to c * R and c * R + LANES: as pairs, vector i to i * LANES.
         let mut sums = [[zero; 2]; C];
         for c in 0..C {
@@ -87,13 +106,15 @@ unsafe fn column_tile<S: Simd, const C: usize>(
     }
 }
 
-/// Tiles `tiles` of one layer over one chunk: `inp` is `[inputs][R]`, and each tile writes its
-/// columns' rows of `out` (`[outputs][R]`), before any row-wise activation. The tiles share out
-/// the `prefetch` lines by their index among all the layer's tiles.
+/// Tiles `tiles` of one layer over one chunk, for the steps `k` of its k loop (all of them, or a
+/// block: see `column_tile`): `inp` is `[k.len()][R]`, and each tile writes its columns' rows of
+/// `out` (`[outputs][R]`), before any row-wise activation. The tiles share out the `prefetch`
+/// lines by their index among all the layer's tiles.
 ///
 /// # Safety
-/// `out` must be writable for `outputs * R` elements, and no other thread may access these
-/// tiles' columns of it meanwhile.
+/// `out` must be readable and writable for `outputs * R` elements, and no other thread may
+/// access these tiles' columns of it meanwhile; unless `k` starts at 0, those columns hold the
+/// partial sums of the steps before it.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)] // a layer, the chunk's buffers and the part to compute
 pub unsafe fn chunk_tile_range<S: Simd>(
@@ -104,16 +125,21 @@ pub unsafe fn chunk_tile_range<S: Simd>(
     inp: &[S::Elem],
     out: *mut S::Elem,
     tiles: Range<usize>,
+    k: Range<usize>,
     prefetch: Prefetch,
 ) where
     S::Elem: ExpConstants,
 {
     let rows = chunk_rows::<S>();
-    assert!(inp.len() >= layer.inputs * rows && tiles.end <= layer.tiles.len());
+    assert!(k.start <= k.end && k.end <= layer.inputs);
+    assert!(inp.len() >= k.len() * rows && tiles.end <= layer.tiles.len());
+    let from_bias = k.start == 0;
+    let activate = k.end == layer.inputs;
     for index in tiles {
         let tile = &layer.tiles[index];
         let tile_prefetch = prefetch.share(index, layer.tiles.len());
-        let weights = &layer.tiled_weights[tile.offset..tile.offset + layer.inputs * tile.width];
+        let block = tile.offset + k.start * tile.width..tile.offset + k.end * tile.width;
+        let weights = &layer.tiled_weights[block];
         let bias = &layer.bias[tile.first_col..tile.first_col + tile.width];
         // SAFETY: the tile's columns lie within `outputs` (`column_tiles`), so its `width * R`
         // outputs lie within the `outputs * R` the caller gives.
@@ -122,16 +148,19 @@ pub unsafe fn chunk_tile_range<S: Simd>(
             ($($width:literal)*) => {
                 match tile.width {
                     $($width => {
-                        // SAFETY: the slices above hold exactly `inputs * width` weights and
-                        // `width` biases, `dst` has `width * R` outputs, and `inp` holds
-                        // `inputs * R` (asserted).
+                        // SAFETY: the slices above hold exactly `k.len() * width` weights and
+                        // `width` biases, `dst` has `width * R` outputs (with the partial sums
+                        // of the steps before `k`, as the caller guarantees), and `inp` holds
+                        // `k.len() * R` (asserted).
                         unsafe {
                             column_tile::<S, $width>(
                                 s,
-                                layer.inputs,
+                                k.len(),
                                 inp.as_ptr(),
                                 weights.as_ptr(),
                                 bias.as_ptr(),
+                                from_bias,
+                                activate,
                                 activation,
                                 floor,
                                 dst,
@@ -172,11 +201,13 @@ pub fn finish_chunk<S: Simd>(
     }
 }
 
-/// One layer over one chunk on the calling thread: `inp` is `[inputs][R]`, `out` becomes
-/// `[outputs][R]`. `activation` is the layer's own, or log-softmax in place of its softmax;
-/// results below `floor` are zero (`activation_floor`). The tiles share out the `prefetch`
-/// lines.
+/// One layer over one chunk on the calling thread, for the steps `k` of its k loop: `inp` is
+/// `[k.len()][R]`, `out` becomes `[outputs][R]` once the block ending at `inputs` has run (the
+/// blocks before it leave partial sums there; see `column_tile`). `activation` is the layer's
+/// own, or log-softmax in place of its softmax; results below `floor` are zero
+/// (`activation_floor`). The tiles share out the `prefetch` lines.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)] // a layer, the chunk's buffers and the block to compute
 pub fn layer_chunk<S: Simd>(
     s: S,
     layer: &PackedLayer<S::Elem>,
@@ -184,12 +215,15 @@ pub fn layer_chunk<S: Simd>(
     floor: S::Elem,
     inp: &[S::Elem],
     out: &mut [S::Elem],
+    k: Range<usize>,
     prefetch: Prefetch,
 ) where
     S::Elem: ExpConstants,
 {
     assert!(out.len() >= layer.outputs * chunk_rows::<S>());
-    // SAFETY: `out` holds `outputs * R` elements (asserted) and is borrowed by this call alone.
+    let last_block = k.end == layer.inputs;
+    // SAFETY: `out` holds `outputs * R` elements (asserted) and is borrowed by this call alone;
+    // the blocks of k run in order on it (`chunk_tile_range` asserts `k` lies in the layer).
     unsafe {
         chunk_tile_range(
             s,
@@ -199,10 +233,13 @@ pub fn layer_chunk<S: Simd>(
             inp,
             out.as_mut_ptr(),
             0..layer.tiles.len(),
+            k,
             prefetch,
         )
     };
-    finish_chunk(s, layer, activation, floor, out);
+    if last_block {
+        finish_chunk(s, layer, activation, floor, out);
+    }
 }
 
 /// `B` vectors of outputs for one row, vector `b` at element offset `b * LANES` of `w`'s rows,

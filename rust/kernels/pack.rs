@@ -1,6 +1,8 @@
 //! Packing: weights laid out once per model for the micro-kernel and the single-row path, and each
 //! chunk of input rows transposed into the rows-in-lanes layout, converted and scaled on the way.
 
+use std::ops::Range;
+
 use ndarray::ArrayView2;
 
 use super::math::Activation;
@@ -136,11 +138,32 @@ pub fn pack_input_chunk<S: Simd, X: InputElement>(
     scale: S::Elem,
     dst: &mut [S::Elem],
 ) {
+    pack_input_columns(s, src, rows, features, 0..features, scale, dst);
+}
+
+/// `pack_input_chunk` for the feature columns `columns` only: `dst[(k - columns.start) * 2L +
+/// r]` for k in `columns`, which starts at a multiple of L. A first layer blocked over its
+/// inputs packs one block at a time, into a buffer small enough to stay in L1 while every
+/// column tile reads it.
+#[inline(always)]
+pub fn pack_input_columns<S: Simd, X: InputElement>(
+    s: S,
+    src: &[X],
+    rows: usize,
+    features: usize,
+    columns: Range<usize>,
+    scale: S::Elem,
+    dst: &mut [S::Elem],
+) {
     let lanes = S::LANES;
     let chunk = 2 * lanes;
-    assert!(rows <= chunk && src.len() >= rows * features && dst.len() >= features * chunk);
+    assert!(rows <= chunk && src.len() >= rows * features);
+    assert!(columns.start.is_multiple_of(lanes) && columns.start <= columns.end);
+    assert!(columns.end <= features);
+    assert!(dst.len() >= columns.len() * chunk);
     assert!(lanes <= MAX_LANES);
-    let full = features - features % lanes;
+    let first_column = columns.start;
+    let full = columns.end - columns.len() % lanes;
     let zero = s.splat(S::Elem::ZERO);
     let scale_v = s.splat(scale);
     let min_normal = s.splat(S::Elem::MIN_NORMAL);
@@ -148,7 +171,7 @@ pub fn pack_input_chunk<S: Simd, X: InputElement>(
     let mut block = [zero; MAX_LANES];
     for first_row in [0, lanes] {
         let live = rows.saturating_sub(first_row).min(lanes);
-        for k0 in (0..full).step_by(lanes) {
+        for k0 in (first_column..full).step_by(lanes) {
             // Blocks of only live rows (all but the last chunk's) take the branch-free loop,
             // which unrolls into LANES plain loads; perf showed the per-row test costing 15%.
             // The scaling is applied to the whole block after the loads: matched per row, it
@@ -184,15 +207,16 @@ pub fn pack_input_chunk<S: Simd, X: InputElement>(
                 }
             }
             s.transpose(&mut block[..lanes]);
+            let packed_row = (k0 - first_column) * chunk + first_row;
             for (j, &column) in block.iter().enumerate().take(lanes) {
-                // SAFETY: (k0 + j) * chunk + first_row + lanes <= features * chunk = dst's checked
-                // minimum length.
-                unsafe { s.store(dst.as_mut_ptr().add((k0 + j) * chunk + first_row), column) };
+                // SAFETY: packed_row + j * chunk + lanes <= (full - first_column) * chunk <=
+                // columns.len() * chunk, dst's checked minimum length.
+                unsafe { s.store(dst.as_mut_ptr().add(packed_row + j * chunk), column) };
             }
         }
-        for k in full..features {
+        for k in full..columns.end {
             for i in 0..lanes {
-                dst[k * chunk + first_row + i] = if i < live {
+                dst[(k - first_column) * chunk + first_row + i] = if i < live {
                     (src[(first_row + i) * features + k].to_element::<S::Elem>() * scale)
                         .flush_subnormal()
                 } else {
@@ -315,6 +339,27 @@ mod tests {
             }
             let mut dst = vec![f32::NAN; self.features * chunk];
             pack_input_chunk(s, self.src, self.rows, self.features, self.scale, &mut dst);
+            // Packed in blocks of columns, as a blocked first layer packs, every block is the
+            // same bits as its part of the whole, and nothing is written past it.
+            for block in [S::LANES, 3 * S::LANES] {
+                for first in (0..self.features).step_by(block) {
+                    let columns = first..(first + block).min(self.features);
+                    let mut part = vec![f32::NAN; columns.len() * chunk + 1];
+                    let (rows, features) = (self.rows, self.features);
+                    let range = columns.clone();
+                    pack_input_columns(s, self.src, rows, features, range, self.scale, &mut part);
+                    let whole = &dst[columns.start * chunk..columns.end * chunk];
+                    let same = part[..whole.len()]
+                        .iter()
+                        .zip(whole)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "columns {columns:?} in blocks of {block}");
+                    assert!(
+                        part[whole.len()].is_nan(),
+                        "columns {columns:?}: wrote past"
+                    );
+                }
+            }
             (chunk, dst)
         }
     }
