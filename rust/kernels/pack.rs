@@ -193,20 +193,39 @@ pub fn pack_input_columns<S: Simd, X: InputElement>(
                 }};
             }
             if live == lanes {
-                for (i, slot) in block.iter_mut().enumerate().take(lanes) {
-                    *slot = load_row!(i);
+                // SAFETY: rows first_row..first_row + lanes < rows, each readable at columns
+                // k0..k0 + lanes <= full <= features (the length checked above).
+                unsafe {
+                    X::load_transposed(
+                        s,
+                        src.as_ptr().add(first_row * features + k0),
+                        features,
+                        &mut block[..lanes],
+                    )
+                };
+                // Flushing and scaling act on each value alone, so after the transpose they
+                // round every value exactly as before it.
+                if X::HAS_SUBNORMALS {
+                    for slot in block.iter_mut().take(lanes) {
+                        *slot = s.flush_below(*slot, min_normal);
+                    }
+                }
+                if scaling != Scaling::None {
+                    for slot in block.iter_mut().take(lanes) {
+                        *slot = scaling.apply(s, *slot, scale_v, min_normal);
+                    }
                 }
             } else {
                 for (i, slot) in block.iter_mut().enumerate().take(lanes) {
                     *slot = if i < live { load_row!(i) } else { zero };
                 }
-            }
-            if scaling != Scaling::None {
-                for slot in block.iter_mut().take(lanes) {
-                    *slot = scaling.apply(s, *slot, scale_v, min_normal);
+                if scaling != Scaling::None {
+                    for slot in block.iter_mut().take(lanes) {
+                        *slot = scaling.apply(s, *slot, scale_v, min_normal);
+                    }
                 }
+                s.transpose(&mut block[..lanes]);
             }
-            s.transpose(&mut block[..lanes]);
             let packed_row = (k0 - first_column) * chunk + first_row;
             for (j, &column) in block.iter().enumerate().take(lanes) {
                 // SAFETY: packed_row + j * chunk + lanes <= (full - first_column) * chunk <=

@@ -157,6 +157,20 @@ pub trait InputElement: Copy + Send + Sync + 'static {
     /// # Safety
     /// `p` must be valid for reading `S::LANES` values.
     unsafe fn load_vector<S: Simd>(s: S, p: *const Self) -> S::V;
+    /// Loads the `LANES x LANES` block at `p` (rows `stride` values apart) converted as
+    /// `load_vector` converts, transposed into `columns`.
+    ///
+    /// # Safety
+    /// `p.add(i * stride)` must be valid for reading `S::LANES` values for every `i < LANES`.
+    #[inline(always)]
+    unsafe fn load_transposed<S: Simd>(s: S, p: *const Self, stride: usize, columns: &mut [S::V]) {
+        assert_eq!(columns.len(), S::LANES);
+        for (i, column) in columns.iter_mut().enumerate() {
+            // SAFETY: row i < LANES is readable for LANES values, as the caller guarantees.
+            *column = unsafe { Self::load_vector(s, p.add(i * stride)) };
+        }
+        s.transpose(columns);
+    }
 }
 
 impl InputElement for u8 {
@@ -178,6 +192,11 @@ impl InputElement for f32 {
     unsafe fn load_vector<S: Simd>(s: S, p: *const Self) -> S::V {
         // SAFETY: the caller guarantees `p` is readable for LANES values.
         unsafe { s.load_f32(p) }
+    }
+    #[inline(always)]
+    unsafe fn load_transposed<S: Simd>(s: S, p: *const Self, stride: usize, columns: &mut [S::V]) {
+        // SAFETY: the caller guarantees the block's rows are readable.
+        unsafe { s.load_f32_transposed(p, stride, columns) }
     }
     #[inline(always)]
     fn to_element<E: Element>(self) -> E {
@@ -261,6 +280,22 @@ pub trait Simd: Copy + Send + Sync + 'static {
     }
     /// Transposes the `LANES x LANES` block `rows` (exactly `LANES` vectors) in registers.
     fn transpose(self, rows: &mut [Self::V]);
+    /// Loads the `LANES x LANES` block of float32 values at `p` (`stride` values from one row to
+    /// the next) converted as `load_f32` converts, and transposed: `columns[j]` holds column
+    /// `j`. This default loads whole rows and transposes them in registers; a level whose
+    /// shuffles share one port can move part of the transpose into its loads instead.
+    ///
+    /// # Safety
+    /// `p.add(i * stride)` must be valid for reading `LANES` values for every `i < LANES`.
+    #[inline(always)]
+    unsafe fn load_f32_transposed(self, p: *const f32, stride: usize, columns: &mut [Self::V]) {
+        assert_eq!(columns.len(), Self::LANES);
+        for (i, column) in columns.iter_mut().enumerate() {
+            // SAFETY: row i < LANES is readable for LANES values, as the caller guarantees.
+            *column = unsafe { self.load_f32(p.add(i * stride)) };
+        }
+        self.transpose(columns);
+    }
     /// # Safety
     /// `p` must be valid for reading `LANES` bytes.
     unsafe fn load_u8(self, p: *const u8) -> Self::V;

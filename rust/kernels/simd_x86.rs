@@ -406,6 +406,37 @@ impl Simd for Avx2<f64> {
     }
 }
 
+/// The four 16-byte quads at `first`, `first + 4 * stride`, `+ 8 * stride` and `+ 12 * stride`
+/// (in floats) as the four 128-bit lanes of one vector: a broadcast load and three inserts
+/// from memory, each a load and one operation on either vector port. In assembly
+/// because LLVM rewrites the same inserts written as intrinsics into pairs joined by a
+/// register shuffle, on the port this exists to spare.
+///
+/// # Safety
+/// The four quads must be readable; the CPU must have AVX-512F.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn gather_quads(first: *const f32, stride: usize) -> __m512 {
+    let four_rows = 4 * stride * std::mem::size_of::<f32>();
+    let gathered: __m512;
+    // SAFETY: the caller guarantees the four 16-byte reads are in bounds and AVX-512F; the
+    // assembly touches no other memory, no stack and no flags.
+    unsafe {
+        std::arch::asm!(
+            "vbroadcastf32x4 {v}, xmmword ptr [{first}]",
+            "vinsertf32x4 {v}, {v}, xmmword ptr [{first} + {four_rows}], 1",
+            "vinsertf32x4 {v}, {v}, xmmword ptr [{first} + {four_rows} * 2], 2",
+            "vinsertf32x4 {v}, {v}, xmmword ptr [{third} + {four_rows}], 3",
+            v = out(zmm_reg) gathered,
+            first = in(reg) first,
+            third = in(reg) first.add(8 * stride),
+            four_rows = in(reg) four_rows,
+            options(pure, readonly, nostack, preserves_flags),
+        );
+    }
+    gathered
+}
+
 impl Simd for Avx512<f32> {
     type Elem = f32;
     type V = __m512;
@@ -552,6 +583,43 @@ impl Simd for Avx512<f32> {
                 rows[i + 8] = _mm512_shuffle_f32x4::<0xDD>(t[i], t[i + 8]);
             }
         })
+    }
+    #[inline(always)]
+    unsafe fn load_f32_transposed(self, p: *const f32, stride: usize, columns: &mut [__m512]) {
+        assert_eq!(columns.len(), 16);
+        // Intel cores run 512-bit shuffles on one port, so the in-register transpose (64
+        // shuffles) bounds packing there. Its two 128-bit rounds cost no shuffle when the loads
+        // do them: each vector is gathered as four 16-byte quads, lane L from row g + 4L, by
+        // inserts from memory, which also run on the other vector port. Sixteen-byte loads
+        // never straddle a cache line, where NumPy's rows (16 bytes past a line) make every
+        // 64-byte row load straddle two. Left: a 4x4 transpose inside each 128-bit lane.
+        // (Macros rather than closures: a closure would be compiled outside the caller's
+        // target features.)
+        macro_rules! join {
+            ($unpack:ident, $a:expr, $b:expr) => {
+                _mm512_castpd_ps($unpack(_mm512_castps_pd($a), _mm512_castps_pd($b)))
+            };
+        }
+        // SAFETY: every quad read, row g + 4L < 16 at columns 4q..4q + 4 <= 16, lies in a row
+        // the caller guarantees readable; AVX-512F is detected.
+        unsafe {
+            for q in 0..4 {
+                let mut lanes = [_mm512_setzero_ps(); 4];
+                for (g, gathered) in lanes.iter_mut().enumerate() {
+                    *gathered = gather_quads(p.add(g * stride + 4 * q), stride);
+                }
+                // Lane L of lanes[g] is row 4L + g, columns 4q..4q + 4; transposing each lane's
+                // 4x4 block makes lane L of column 4q + i rows 4L..4L + 4 of column 4q + i.
+                let low_01 = _mm512_unpacklo_ps(lanes[0], lanes[1]);
+                let high_01 = _mm512_unpackhi_ps(lanes[0], lanes[1]);
+                let low_23 = _mm512_unpacklo_ps(lanes[2], lanes[3]);
+                let high_23 = _mm512_unpackhi_ps(lanes[2], lanes[3]);
+                columns[4 * q] = join!(_mm512_unpacklo_pd, low_01, low_23);
+                columns[4 * q + 1] = join!(_mm512_unpackhi_pd, low_01, low_23);
+                columns[4 * q + 2] = join!(_mm512_unpacklo_pd, high_01, high_23);
+                columns[4 * q + 3] = join!(_mm512_unpackhi_pd, high_01, high_23);
+            }
+        }
     }
     #[inline(always)]
     unsafe fn load_u8(self, p: *const u8) -> __m512 {
