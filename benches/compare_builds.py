@@ -7,7 +7,9 @@ under its own name, so each loads its own ``_core``), checked to give bit-identi
 and called in turn one call at a time on the same rows, the fastest call of each counting. The
 network is ``fastmlp bench``'s (784-50-100-10, sigmoid, sigmoid, softmax, fixed seed).
 
-Run: ``python benches/compare_builds.py BEFORE AFTER [--rows 10000] [--threads 1]`` where each
+Run: ``python benches/compare_builds.py BEFORE AFTER [--rows 10000] [--threads 1] [--mnist DIR]``
+(``--mnist``: the first rows of MNIST's test images, raw 0..255 pixels as float32, instead of
+dense random rows: images leave many inputs zero in every row of a chunk) where each
 is a directory holding a ``fastmlp`` package with its compiled ``_core``, e.g. a wheel unpacked
 with ``unzip -d BEFORE dist/fastmlp-*.whl``; the installed fastmlp supplies the network and
 the timing (``fastmlp._bench``). Prints both times and AFTER / BEFORE.
@@ -43,6 +45,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--sweeps", type=int, default=100, help="calls of each build")
+    parser.add_argument("--mnist", type=Path, help="directory of MNIST's IDX files")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -52,7 +55,14 @@ def main(argv=None) -> int:
             import_build(args.after, "fastmlp_after", Path(scratch)),
         ]
         layers = tutorial_shaped_layers()
-        X = np.random.default_rng(1).random((args.rows, layers[0][0].shape[0]), dtype=np.float32)
+        features = layers[0][0].shape[0]
+        if args.mnist is None:
+            X = np.random.default_rng(1).random((args.rows, features), dtype=np.float32)
+        else:
+            from fastmlp.datasets import load_mnist
+
+            images = load_mnist(args.mnist)[0][: args.rows]
+            X = np.ascontiguousarray(images.reshape(len(images), -1), dtype=np.float32)
         models = [build.MLP(layers) for build in builds]
         outs = [model.predict_proba(X, threads=args.threads) for model in models]
         if not np.array_equal(outs[0], outs[1]):

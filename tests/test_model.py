@@ -492,6 +492,53 @@ def test_single_rows_skip_zero_pixels_without_changing_a_bit(level, dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
+def test_a_batch_skips_inputs_zero_in_every_row_without_changing_a_bit(level, dtype, rng):
+    # A batch's first layer skips the inputs that are zero in every row of its chunk (an
+    # image's border), and runs the chunk again in full where a sum ends at zero or NaN, whose
+    # bits a skipped step could set. Sums here do end at exactly zero (zero and -0.0 biases,
+    # weights in eighths, rows of zeros), through outputs that keep a zero's sign (identity,
+    # relu); every bit must match the single-row path and the same rows batched differently.
+    K = 300  # two or three blocks of the first layer at every level
+    X = (rng.integers(1, 256, (200, K)) * (rng.random((200, K)) < 0.3)).astype(np.uint8)
+    X[:, :40] = 0  # zero in every row
+    X[:, 100::3] = 0
+    X[64:96] = 0  # a whole chunk of zero rows
+    X[20] = 0
+    X[:32, 50:] = rng.integers(1, 256, (32, K - 50))  # a dense chunk before the sparse ones
+    W1 = (rng.integers(-8, 9, (K, 12)) / 8).astype(dtype)
+    W2 = (rng.integers(-8, 9, (12, 10)) / 8).astype(dtype)
+    b1 = np.where(np.arange(12) % 2 == 0, 0.0, -0.0).astype(dtype)
+    b2 = np.zeros(10, dtype)
+    W_inf = W1.copy()
+    W_inf[7, 3] = np.inf  # 0 * inf is NaN: no step may be skipped
+    models = [
+        MLP([(W1, b1, "identity")], input_scale=1 / 255),
+        MLP([(W1, -b1, "relu"), (W2, -b2, "identity")]),
+        MLP([(W1, b1, "relu"), (W2, b2, "softmax")], input_scale=1 / 255),
+        MLP([(W_inf, b1, "identity")]),
+    ]
+    floats = X.astype(dtype)
+    floats[:, 100::3] = -0.0
+    with_nan = X.astype(dtype)
+    with_nan[150, 10] = np.nan  # in a column otherwise zero in every row
+    for model in models:
+        for rows in (X, floats, with_nan):
+            whole = model.predict_proba(rows)
+            singles = np.stack([model.predict_proba(row) for row in rows])
+            assert singles.tobytes() == whole.tobytes(), (model.out_activation_, rows.dtype)
+            for batch_size in (33, 7):
+                assert model.predict_proba(rows, batch_size).tobytes() == whole.tobytes()
+            shuffled = rng.permutation(len(rows))
+            assert model.predict_proba(rows[shuffled]).tobytes() == whole[shuffled].tobytes()
+    # The zero sums really are there: over every step, a -0.0 bias plus products +0.0 (from
+    # the weights >= 0) is +0.0, where a sum that skipped every step would keep the -0.0.
+    zero_rows = models[0].predict_proba(X[64:96])
+    assert np.all(zero_rows == 0) and not np.signbit(zero_rows).any()
+    assert np.signbit(b1).any()
+    assert np.isnan(models[0].predict_proba(with_nan)[150]).all()
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
 def test_single_rows_match_the_batch_on_extreme_logits(level, dtype, rng):
     # A single row's softmax runs on each value broadcast to a whole vector, a batch's on a
     # column of rows: huge, tiny, infinite and NaN logits must come out the same bits either way.

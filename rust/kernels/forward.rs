@@ -8,7 +8,7 @@ use super::dispatch::{DispatchElement, Level, SimdTask};
 use super::math::{activation_floor, Activation};
 use super::microkernel::{
     chunk_rows, chunk_tile_range, finish_chunk, finish_single_row, layer_chunk, layer_single_row,
-    single_row_steps, single_row_vector_range, single_row_vectors,
+    nonzero_steps, single_row_steps, single_row_vector_range, single_row_vectors,
 };
 use super::pack::{pack_input_chunk, pack_input_columns, pack_input_row, PackedLayer, MAX_LANES};
 use super::prefetch::Prefetch;
@@ -206,6 +206,11 @@ impl<E: DispatchElement, X: InputElement> SimdTask<E> for RowsTask<'_, E, X> {
             // Only the packing depends on the input's type: the layers run in tasks of their
             // own, dispatched again, so their code is compiled once per level and model type
             // instead of once per input type too (which tripled the crate's build time).
+            //
+            // Whether the last chunk's first layer found steps to skip: looking costs 3% of a
+            // dense chunk, so the chunks after one without look only now and then.
+            let mut last_chunk_skipped = false;
+            let mut chunk_index = 0usize;
             let mut start = 0;
             while start < rows {
                 let live = (rows - start).min(chunk);
@@ -218,37 +223,20 @@ impl<E: DispatchElement, X: InputElement> SimdTask<E> for RowsTask<'_, E, X> {
                     let first_layer = &model.layers[0];
                     let first_layer_split = chunk_layer_parts::<S>(first_layer, threads).is_some();
                     if !first_layer_split {
-                        // The first layer in blocks of its inputs, each packed just before its
-                        // multiply-adds: the whole packed chunk outsizes L1 (100 KB for 784
-                        // float32 features), so every column tile would read it from L2, and
-                        // packing would write it there.
-                        let block = first_layer_block::<S>();
-                        // (A model without features still runs one block: its bias.)
-                        let blocks = features.div_ceil(block).max(1);
-                        for (index, k0) in (0..features.max(1)).step_by(block).enumerate() {
-                            let k = k0..(k0 + block).min(features);
-                            let packed_block = &mut packed_input[..k.len() * chunk];
-                            pack_input_columns(
-                                s,
-                                x_chunk,
-                                live,
-                                features,
-                                k.clone(),
-                                model.input_scale,
-                                packed_block,
-                            );
-                            E::dispatch(
-                                model.level,
-                                FirstLayerBlockTask {
-                                    model,
-                                    log,
-                                    packed_block,
-                                    output: chunk_even,
-                                    k,
-                                    prefetch: next_rows.share(index, blocks),
-                                },
-                            );
-                        }
+                        let look_for_zero_steps = last_chunk_skipped
+                            || chunk_index.is_multiple_of(LOOK_FOR_ZERO_STEPS_EVERY);
+                        last_chunk_skipped = first_layer_in_blocks(
+                            s,
+                            model,
+                            log,
+                            x_chunk,
+                            live,
+                            look_for_zero_steps,
+                            packed_input,
+                            chunk_even,
+                            &mut indices,
+                            next_rows,
+                        );
                     } else {
                         pack_input_chunk(
                             s,
@@ -302,10 +290,81 @@ impl<E: DispatchElement, X: InputElement> SimdTask<E> for RowsTask<'_, E, X> {
                     }
                 }
                 start += live;
+                chunk_index += 1;
             }
         }
         E::return_scratch(scratch);
         return_index_scratch(indices);
+    }
+}
+
+/// The first layer over one chunk (`live` rows of `x_chunk`) into `output`, in blocks of its
+/// inputs, each packed (into `packed`) just before its multiply-adds: the whole packed chunk
+/// outsizes L1 (100 KB for 784 float32 features), so every column tile would read it from L2,
+/// and packing would write it there. With `look_for_zero_steps`, steps whose inputs are zero
+/// in every row of the chunk are skipped where that changes no bit: with finite weights, and
+/// unless a sum ends at zero or NaN, when the chunk runs again in full. Returns whether the
+/// chunk had steps to skip.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)] // a model, one chunk's rows and the buffers it runs in
+fn first_layer_in_blocks<S: Simd, X: InputElement>(
+    s: S,
+    model: &PackedModel<S::Elem>,
+    log: bool,
+    x_chunk: &[X],
+    live: usize,
+    look_for_zero_steps: bool,
+    packed: &mut [S::Elem],
+    output: &mut [S::Elem],
+    indices: &mut [u32],
+    next_rows: Prefetch,
+) -> bool
+where
+    S::Elem: DispatchElement,
+{
+    let features = model.features();
+    let chunk = chunk_rows::<S>();
+    let block = first_layer_block::<S>();
+    // (A model without features still runs one block: its bias.)
+    let blocks = features.div_ceil(block).max(1);
+    let mut skip_zero_steps = model.layers[0].finite_weights && look_for_zero_steps;
+    let mut had_zero_steps = false;
+    loop {
+        let mut outcome = BlockOutcome::default();
+        for (index, k0) in (0..features.max(1)).step_by(block).enumerate() {
+            let k = k0..(k0 + block).min(features);
+            let packed_block = &mut packed[..k.len() * chunk];
+            let range = k.clone();
+            pack_input_columns(
+                s,
+                x_chunk,
+                live,
+                features,
+                range,
+                model.input_scale,
+                packed_block,
+            );
+            let block_outcome = S::Elem::dispatch(
+                model.level,
+                FirstLayerBlockTask {
+                    model,
+                    log,
+                    packed_block,
+                    output: &mut *output,
+                    k,
+                    skip_zero_steps,
+                    indices: &mut *indices,
+                    prefetch: next_rows.share(index, blocks),
+                },
+            );
+            outcome.skipped |= block_outcome.skipped;
+            outcome.zero_or_nan = block_outcome.zero_or_nan;
+        }
+        had_zero_steps |= outcome.skipped;
+        if !(outcome.skipped && outcome.zero_or_nan) {
+            return had_zero_steps;
+        }
+        skip_zero_steps = false;
     }
 }
 
@@ -322,6 +381,10 @@ impl<E: DispatchElement> PackedModel<E> {
     }
 }
 
+/// After a chunk whose first layer found no step to skip (no input zero in every row), the
+/// chunks that look for such steps: one in this many.
+const LOOK_FOR_ZERO_STEPS_EVERY: usize = 16;
+
 /// Features per block of a first layer run in blocks of its inputs: as many as make 16 KB of
 /// packed chunk, half the smallest L1 data cache measured (Zen 3/4: 32 KB), the other half left
 /// to the weights the tiles stream through. (On the Xeon, 48 KB of L1, blocks of 8, 16 and
@@ -334,25 +397,45 @@ fn first_layer_block<S: Simd>() -> usize {
 
 /// One block of the first layer's inputs over one chunk (`packed_block` is `[k.len()][R]`),
 /// into `output`: partial sums until the block that ends at the layer's inputs, then the
-/// layer's activated outputs.
+/// layer's activated outputs. With `skip_zero_steps`, the steps whose inputs are zero in every
+/// row are skipped where they are at least an eighth of the block (listed in `indices`).
 struct FirstLayerBlockTask<'a, E> {
     model: &'a PackedModel<E>,
     log: bool,
     packed_block: &'a [E],
     output: &'a mut [E],
     k: Range<usize>,
+    skip_zero_steps: bool,
+    indices: &'a mut [u32],
     prefetch: Prefetch,
 }
 
+/// What a `FirstLayerBlockTask` did: whether it skipped any step, and whether, ending the k
+/// loop, it left any sum at zero or NaN (whose bits a skipped step could have set).
+#[derive(Clone, Copy, Default)]
+struct BlockOutcome {
+    skipped: bool,
+    zero_or_nan: bool,
+}
+
 impl<E: DispatchElement> SimdTask<E> for FirstLayerBlockTask<'_, E> {
-    type Output = ();
+    type Output = BlockOutcome;
 
     #[inline(always)]
-    fn run<S: Simd<Elem = E>>(self, s: S) {
+    fn run<S: Simd<Elem = E>>(self, s: S) -> BlockOutcome {
         let model = self.model;
         let activation = model.activation_in_pass(0, self.log);
         let floor = activation_floor(activation, model.layers.len() > 1);
-        layer_chunk(
+        let steps = self.k.len();
+        let nonzero = if self.skip_zero_steps {
+            let count = nonzero_steps(s, self.packed_block, steps, self.indices);
+            // A listed step costs a little more than a plain one: a few zero steps are not
+            // worth the list (the single-row path's threshold).
+            (count < steps && count * 8 <= steps * 7).then_some(&self.indices[..count])
+        } else {
+            None
+        };
+        let zero_or_nan = layer_chunk(
             s,
             &model.layers[0],
             activation,
@@ -360,8 +443,13 @@ impl<E: DispatchElement> SimdTask<E> for FirstLayerBlockTask<'_, E> {
             self.packed_block,
             self.output,
             self.k,
+            nonzero,
             self.prefetch,
         );
+        BlockOutcome {
+            skipped: nonzero.is_some(),
+            zero_or_nan,
+        }
     }
 }
 
@@ -440,16 +528,19 @@ impl<E: DispatchElement> SimdTask<E> for ChunkLayersTask<'_, '_, E> {
                     });
                     finish_chunk(s, layer, activation, floor, output);
                 }
-                None => layer_chunk(
-                    s,
-                    layer,
-                    activation,
-                    floor,
-                    input,
-                    output,
-                    0..layer.inputs,
-                    prefetch,
-                ),
+                None => {
+                    layer_chunk(
+                        s,
+                        layer,
+                        activation,
+                        floor,
+                        input,
+                        output,
+                        0..layer.inputs,
+                        None,
+                        prefetch,
+                    );
+                }
             }
         }
         let result = if last % 2 == 0 { &*even } else { &*odd };
@@ -707,6 +798,7 @@ impl<E: DispatchElement> SimdTask<E> for ChunkTilesTask<'_, E> {
                 self.output.0,
                 self.tiles,
                 0..self.layer.inputs,
+                None,
                 self.prefetch,
             )
         };
