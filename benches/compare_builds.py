@@ -9,7 +9,9 @@ network is ``fastmlp bench``'s (784-50-100-10, sigmoid, sigmoid, softmax, fixed 
 
 Run: ``python benches/compare_builds.py BEFORE AFTER [--rows 10000] [--threads 1] [--mnist DIR]``
 (``--mnist``: the first rows of MNIST's test images, raw 0..255 pixels as float32, instead of
-dense random rows: images leave many inputs zero in every row of a chunk) where each
+dense random rows: images leave many inputs zero in every row of a chunk; ``--copies N``: each
+call reads the next of N copies of the rows, so that it finds them in memory rather than in
+the caches, as when a batch is new) where each
 is a directory holding a ``fastmlp`` package with its compiled ``_core``, e.g. a wheel unpacked
 with ``unzip -d BEFORE dist/fastmlp-*.whl``; the installed fastmlp supplies the network and
 the timing (``fastmlp._bench``). Prints both times and AFTER / BEFORE.
@@ -46,6 +48,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--sweeps", type=int, default=100, help="calls of each build")
     parser.add_argument("--mnist", type=Path, help="directory of MNIST's IDX files")
+    parser.add_argument("--copies", type=int, default=1, help="copies of the rows, in turn")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -63,14 +66,22 @@ def main(argv=None) -> int:
 
             images = load_mnist(args.mnist)[0][: args.rows]
             X = np.ascontiguousarray(images.reshape(len(images), -1), dtype=np.float32)
+        copies = [X] + [X.copy() for _ in range(args.copies - 1)]
         models = [build.MLP(layers) for build in builds]
         outs = [model.predict_proba(X, threads=args.threads) for model in models]
         if not np.array_equal(outs[0], outs[1]):
             print("the builds' outputs differ:", np.abs(outs[0] - outs[1]).max())
+        calls = 0
+
+        def next_copy() -> np.ndarray:
+            nonlocal calls
+            calls += 1
+            return copies[calls % len(copies)]
+
         best = time_alternating(
             {
                 name: lambda model=model, out=out: model.predict_proba(
-                    X, threads=args.threads, out=out
+                    next_copy(), threads=args.threads, out=out
                 )
                 for name, model, out in zip(("before", "after"), models, outs)
             },
@@ -78,7 +89,8 @@ def main(argv=None) -> int:
             sweeps=args.sweeps,
         )
     print(
-        f"{args.rows} rows, {args.threads} thread(s), fastest of {args.sweeps} calls each: "
+        f"{args.rows} rows, {args.threads} thread(s), {args.copies} copies, "
+        f"fastest of {args.sweeps} calls each: "
         f"before {best['before'] * 1e3:.3f} ms, after {best['after'] * 1e3:.3f} ms, "
         f"after / before {best['after'] / best['before']:.3f}"
     )
