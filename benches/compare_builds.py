@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import itertools
 import shutil
 import sys
 import tempfile
@@ -71,17 +72,12 @@ def main(argv=None) -> int:
         outs = [model.predict_proba(X, threads=args.threads) for model in models]
         if not np.array_equal(outs[0], outs[1]):
             print("the builds' outputs differ:", np.abs(outs[0] - outs[1]).max())
-        calls = 0
-
-        def next_copy() -> np.ndarray:
-            nonlocal calls
-            calls += 1
-            return copies[calls % len(copies)]
-
+        # Each build cycles through the copies on its own, so both read every copy in turn.
+        turns = {name: itertools.cycle(copies) for name in ("before", "after")}
         best = time_alternating(
             {
-                name: lambda model=model, out=out: model.predict_proba(
-                    next_copy(), threads=args.threads, out=out
+                name: lambda name=name, model=model, out=out: model.predict_proba(
+                    next(turns[name]), threads=args.threads, out=out
                 )
                 for name, model, out in zip(("before", "after"), models, outs)
             },
@@ -89,7 +85,7 @@ def main(argv=None) -> int:
             sweeps=args.sweeps,
         )
     print(
-        f"{args.rows} rows, {args.threads} thread(s), {args.copies} copies, "
+        f"{len(X)} rows, {args.threads} thread(s), {args.copies} copies, "
         f"fastest of {args.sweeps} calls each: "
         f"before {best['before'] * 1e3:.3f} ms, after {best['after'] * 1e3:.3f} ms, "
         f"after / before {best['after'] / best['before']:.3f}"

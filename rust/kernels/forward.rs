@@ -381,8 +381,9 @@ impl<E: DispatchElement> PackedModel<E> {
     }
 }
 
-/// After a chunk whose first layer found no step to skip (no input zero in every row), the
-/// chunks that look for such steps: one in this many.
+/// After a chunk whose first layer skipped no step (no input zero in every row, or too few
+/// such inputs in every block to be worth a list), the chunks that look for them: one in this
+/// many.
 const LOOK_FOR_ZERO_STEPS_EVERY: usize = 16;
 
 /// Features per block of a first layer run in blocks of its inputs: as many as make 16 KB of

@@ -28,8 +28,9 @@ pub fn chunk_rows<S: Simd>() -> usize {
 ///
 /// With `nonzero`, only those steps k run (ascending), as in `gemv_block`: the others' inputs
 /// are zero in every row, and with finite weights their products change no sum but a zero one
-/// (its sign) or a NaN one (a signalling NaN is quieted). The result then says whether any sum
-/// (any lane) ended at zero or NaN, when `activate` (false otherwise).
+/// (its sign) or a NaN one (a signalling NaN is quieted). Whenever `activate`, listed steps or
+/// not, the result says whether any sum (any lane) ended at zero or NaN (false otherwise): an
+/// earlier block of the same sums may have skipped steps where this last one skips none.
 ///
 /// # Safety
 /// `inp` must be readable for `steps * R` elements, `w` for `steps * C`, `bias` for `C`,
@@ -187,7 +188,8 @@ where
                         // SAFETY: the slices above hold exactly `k.len() * width` weights and
                         // `width` biases, `dst` has `width * R` outputs (with the partial sums
                         // of the steps before `k`, as the caller guarantees), `inp` holds
-                        // `k.len() * R`, and every listed step is below `k.len()` (asserted).
+                        // `k.len() * R` (asserted), and every listed step is below `k.len()`, as
+                        // the caller guarantees (`layer_chunk` asserts it).
                         zero_or_nan |= unsafe {
                             column_tile::<S, $width>(
                                 s,

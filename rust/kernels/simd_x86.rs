@@ -590,8 +590,9 @@ impl Simd for Avx512<f32> {
         // Intel cores run 512-bit shuffles on one port, so the in-register transpose (64
         // shuffles) bounds packing there. Its two 128-bit rounds cost no shuffle when the loads
         // do them: each vector is gathered as four 16-byte quads, lane L from row g + 4L, by
-        // inserts from memory, which also run on the other vector port. Sixteen-byte loads
-        // never straddle a cache line, where NumPy's rows (16 bytes past a line) make every
+        // inserts from memory, which also run on the other vector port. Where rows start on
+        // 16-byte boundaries (a multiple of 4 features, as MNIST's 784), sixteen-byte loads
+        // never straddle a cache line, while NumPy's rows (16 bytes past a line) make every
         // 64-byte row load straddle two. Left: a 4x4 transpose inside each 128-bit lane.
         // (Macros rather than closures: a closure would be compiled outside the caller's
         // target features.)

@@ -325,24 +325,20 @@ fn alone_as_in_a_batch<E: DispatchElement + InputElement + Bits>(
 fn check_zero_skipping<E: DispatchElement + InputElement + Bits>(signalling_nan: E) {
     let e = E::from_f64;
     for level in levels() {
-        // -0 + 0 * 1 is +0: a row that skipped its zero inputs would keep the bias's -0.
-        let one = alone_as_in_a_batch(
-            level,
-            &[e(0.0); 20],
-            &[e(1.0); 20],
-            &[e(-0.0)],
-            Activation::Identity,
-        );
-        assert_eq!(one[0].bits(), e(0.0).bits(), "{level:?}");
-        // ... but -0 + (-0) stays -0, and -0 inputs are zeros too.
-        let one = alone_as_in_a_batch(
-            level,
-            &[e(-0.0); 20],
-            &[e(1.0); 20],
-            &[e(-0.0)],
-            Activation::Identity,
-        );
-        assert_eq!(one[0].bits(), e(-0.0).bits(), "{level:?}");
+        // The batch is the row 40 times, so its zero inputs are zero in every row of a chunk,
+        // which the batch skips too. 300 inputs make several blocks of its first layer.
+        for inputs in [20, 300] {
+            let (zeros, ones) = (vec![e(0.0); inputs], vec![e(1.0); inputs]);
+            // -0 + 0 * 1 is +0: a row that skipped its zero inputs would keep the bias's -0.
+            let one = alone_as_in_a_batch(level, &zeros, &ones, &[e(-0.0)], Activation::Identity);
+            assert_eq!(one[0].bits(), e(0.0).bits(), "{level:?} {inputs}");
+            // ... but -0 + (-0) stays -0, and -0 inputs are zeros too.
+            let negative_zeros = vec![e(-0.0); inputs];
+            let bias = [e(-0.0)];
+            let one =
+                alone_as_in_a_batch(level, &negative_zeros, &ones, &bias, Activation::Identity);
+            assert_eq!(one[0].bits(), e(-0.0).bits(), "{level:?} {inputs}");
+        }
         // A signalling NaN bias comes out of the batch's first FMA quieted; alone, with every
         // step skipped, only the rerun quiets it.
         let one = alone_as_in_a_batch(
