@@ -194,8 +194,7 @@ pub fn pack_input_columns<S: Simd, X: InputElement>(
             }
             if live == lanes {
                 // SAFETY: rows first_row..first_row + lanes, all below `rows`, are each readable
-                // at columns
-                // k0..k0 + lanes <= full <= features (the length checked above).
+                // at columns k0..k0 + lanes <= full <= features (the length checked above).
                 unsafe {
                     X::load_transposed(
                         s,
