@@ -211,6 +211,9 @@ impl<E: DispatchElement, X: InputElement> SimdTask<E> for RowsTask<'_, E, X> {
             // dense chunk, so the chunks after one without look only now and then.
             let mut last_chunk_skipped = false;
             let mut chunk_index = 0usize;
+            // The same for every chunk: whether threads split the first layer's columns (the
+            // blocked pass runs on one thread).
+            let first_layer_split = chunk_layer_parts::<S>(&model.layers[0], threads).is_some();
             let mut start = 0;
             while start < rows {
                 let live = (rows - start).min(chunk);
@@ -220,8 +223,6 @@ impl<E: DispatchElement, X: InputElement> SimdTask<E> for RowsTask<'_, E, X> {
                     let next_end = (start + live + chunk).min(rows);
                     let next_rows =
                         Prefetch::of(&x[(start + live) * features..next_end * features]);
-                    let first_layer = &model.layers[0];
-                    let first_layer_split = chunk_layer_parts::<S>(first_layer, threads).is_some();
                     if !first_layer_split {
                         let look_for_zero_steps = last_chunk_skipped
                             || chunk_index.is_multiple_of(LOOK_FOR_ZERO_STEPS_EVERY);
