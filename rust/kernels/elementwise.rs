@@ -5,8 +5,8 @@ use std::sync::Mutex;
 
 use super::dispatch::{DispatchElement, Level, SimdTask};
 use super::math::{
-    apply_elementwise, exp_nonpositive, softmax_vertical, Activation, CompensatedSum, ExpConstants,
-    RENORMALIZE_EVERY,
+    apply_elementwise, apply_elementwise_to, exp_nonpositive, softmax_vertical, Activation,
+    CompensatedSum, ExpConstants, RENORMALIZE_EVERY,
 };
 use super::simd::{Element, Simd};
 use crate::threads;
@@ -89,15 +89,10 @@ impl<E: DispatchElement> SimdTask<E> for ElementwiseTask<'_, E> {
             Source::Slice(src) => src.as_ptr(),
             Source::InPlace => dst,
         };
+        // SAFETY: `full <= n` elements, and `src` (if separate) has n elements (asserted by
+        // `map_elementwise`); in place, `src` is `dst`.
+        unsafe { apply_elementwise_to(s, self.activation, src, dst, full / lanes, E::MIN_NORMAL) };
         let floor = s.splat(E::MIN_NORMAL);
-        for i in (0..full).step_by(lanes) {
-            // SAFETY: i + lanes <= full <= n, and `src` (if separate) has n elements (asserted
-            // by `map_elementwise`).
-            unsafe {
-                let v = apply_elementwise(s, self.activation, s.load(src.add(i)), floor);
-                s.store(dst.add(i), v);
-            }
-        }
         if full < n {
             let mut tail = [E::ZERO; 16];
             // SAFETY: elements full..n exist in both buffers.

@@ -12,6 +12,7 @@
 //! underflows; subnormal inputs are read as zero of their sign.
 
 use super::simd::{Element, Simd};
+use super::simd_interleaved::{Arithmetic, Interleaved};
 
 /// What an activation does to a layer's pre-activation values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -125,7 +126,7 @@ impl ExpConstants for f64 {
 /// The shared reduction of `exp` and `expm1` for `x <= 0` (or NaN): returns `(n, h, r)` with
 /// `exp(x) = 2^n * (1 + h * r)`, `|r| <= ln(2)/2`.
 #[inline(always)]
-fn exp_reduce<S: Simd>(s: S, x: S::V) -> (S::V, S::V, S::V)
+fn exp_reduce<S: Arithmetic>(s: S, x: S::V) -> (S::V, S::V, S::V)
 where
     S::Elem: ExpConstants,
 {
@@ -148,7 +149,7 @@ where
 /// `exp(x)` for `x <= 0` (or NaN), to within a few ulp; exactly 0 at and below `EXP_LOWEST`,
 /// where the true value is a subnormal number (or within 0.005% above the smallest normal).
 #[inline(always)]
-pub fn exp_nonpositive<S: Simd>(s: S, x: S::V) -> S::V
+pub fn exp_nonpositive<S: Arithmetic>(s: S, x: S::V) -> S::V
 where
     S::Elem: ExpConstants,
 {
@@ -162,7 +163,7 @@ where
 /// normal number or just above it, which a caller that zeroes everything below twice that
 /// (sigmoid) need not select away.
 #[inline(always)]
-fn exp_of_clamped<S: Simd>(s: S, x: S::V) -> S::V
+fn exp_of_clamped<S: Arithmetic>(s: S, x: S::V) -> S::V
 where
     S::Elem: ExpConstants,
 {
@@ -173,7 +174,7 @@ where
 /// `exp(x) - 1` for `x <= 0` (or NaN), with relative accuracy near 0: where `n = 0` the
 /// result is the polynomial's tail `h * r` itself, so nothing cancels.
 #[inline(always)]
-pub fn expm1_nonpositive<S: Simd>(s: S, x: S::V) -> S::V
+pub fn expm1_nonpositive<S: Arithmetic>(s: S, x: S::V) -> S::V
 where
     S::Elem: ExpConstants,
 {
@@ -188,7 +189,7 @@ where
 /// The logistic function, stable for every input: `exp(-|x|)` cannot overflow, and the two
 /// branches keep relative accuracy on both tails. Exactly 0 at -inf and 1 at +inf.
 #[inline(always)]
-pub fn sigmoid<S: Simd>(s: S, x: S::V) -> S::V
+pub fn sigmoid<S: Arithmetic>(s: S, x: S::V) -> S::V
 where
     S::Elem: ExpConstants,
 {
@@ -208,7 +209,7 @@ where
 /// `tanh(x) = sign(x) * -m / (2 + m)` with `m = expm1(-2|x|)`: no overflow, and relative
 /// accuracy of a few ulp also near 0, where `(1 - e) / (1 + e)` would cancel.
 #[inline(always)]
-pub fn tanh<S: Simd>(s: S, x: S::V) -> S::V
+pub fn tanh<S: Arithmetic>(s: S, x: S::V) -> S::V
 where
     S::Elem: ExpConstants,
 {
@@ -222,7 +223,7 @@ where
 
 /// `max(x, 0)`, keeping NaN (as `np.maximum` does).
 #[inline(always)]
-pub fn relu<S: Simd>(s: S, x: S::V) -> S::V {
+pub fn relu<S: Arithmetic>(s: S, x: S::V) -> S::V {
     s.max(s.splat(S::Elem::ZERO), x)
 }
 
@@ -246,7 +247,7 @@ pub fn activation_floor<E: ExpConstants>(activation: Activation, hidden: bool) -
 /// Applies an element-wise activation; the row-wise ones (softmax) are applied by the caller.
 /// Subnormal lanes of `x` are read as zero, and results below `floor` are zero.
 #[inline(always)]
-pub fn apply_elementwise<S: Simd>(s: S, activation: Activation, x: S::V, floor: S::V) -> S::V
+pub fn apply_elementwise<S: Arithmetic>(s: S, activation: Activation, x: S::V, floor: S::V) -> S::V
 where
     S::Elem: ExpConstants,
 {
@@ -260,33 +261,53 @@ where
     s.flush_below(y, floor)
 }
 
-/// `apply_elementwise` over `count` vectors, the `i`th from `src`'s vector `i` to `dst` at
-/// element offset `i * LANES`. In a loop LLVM keeps rolled (the count is opaque to it), so each
-/// activation's code is compiled once per caller rather than once per register: unrolled over
-/// every tile width's accumulators, those copies were most of the crate's machine code and of
-/// its build time.
+/// `apply_elementwise` over `vectors` consecutive vectors from `src` to `dst` (which may be the
+/// same place), four at a time as an `Interleaved` group and the rest one by one: a sigmoid is
+/// a long dependency chain, and one vector after another leaves a core's out-of-order window
+/// mostly waiting (on Zen 2, four side by side made `fastmlp.sigmoid` 20% faster and a
+/// 10,000-row forward pass 3.5%). In a loop LLVM keeps rolled (the count is opaque to it), so
+/// each activation's code is compiled once per caller rather than once per tile width.
 ///
 /// # Safety
-/// `src` must be readable for `count` vectors and `dst` writable for `count * LANES` elements.
+/// `src` must be readable and `dst` writable for `vectors * LANES` elements; where they
+/// overlap, `dst` must not start after `src`.
 #[inline(always)]
 pub unsafe fn apply_elementwise_to<S: Simd>(
     s: S,
     activation: Activation,
-    src: *const S::V,
-    count: usize,
+    src: *const S::Elem,
     dst: *mut S::Elem,
-    floor: S::V,
+    vectors: usize,
+    floor: S::Elem,
 ) where
     S::Elem: ExpConstants,
 {
-    for i in 0..std::hint::black_box(count) {
-        // SAFETY: the caller guarantees `src[i]` and `dst[i * LANES .. + LANES]`.
+    const GROUP: usize = 4;
+    let group = Interleaved::<S, GROUP>(s);
+    let vectors = std::hint::black_box(vectors);
+    let grouped = vectors - vectors % GROUP;
+    for first in (0..grouped).step_by(GROUP) {
+        let offset = |j: usize| (first + j) * S::LANES;
+        // SAFETY: `first + GROUP <= vectors`, so the group lies inside both buffers as the
+        // caller guarantees; it is read whole before any of it is written.
         unsafe {
-            s.store(
-                dst.add(i * S::LANES),
-                apply_elementwise(s, activation, *src.add(i), floor),
-            )
-        };
+            let mut x = group.splat(S::Elem::ZERO);
+            for (j, v) in x.iter_mut().enumerate() {
+                *v = s.load(src.add(offset(j)));
+            }
+            let y = apply_elementwise(group, activation, x, group.splat(floor));
+            for (j, &v) in y.iter().enumerate() {
+                s.store(dst.add(offset(j)), v);
+            }
+        }
+    }
+    for i in grouped..vectors {
+        // SAFETY: `i < vectors`, inside both buffers as the caller guarantees.
+        unsafe {
+            let x = s.load(src.add(i * S::LANES));
+            let y = apply_elementwise(s, activation, x, s.splat(floor));
+            s.store(dst.add(i * S::LANES), y);
+        }
     }
 }
 

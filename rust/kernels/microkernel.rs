@@ -17,20 +17,20 @@ pub fn chunk_rows<S: Simd>() -> usize {
     2 * S::LANES
 }
 
-/// One column tile over one chunk: `dst[(first + c) * R + r] = act(bias[c] + sum_k inp[k * R + r] *
-/// w[k * C + c])` for `r < R = 2 * LANES`, with `C` accumulator pairs held in registers. The
-/// `prefetch` lines are requested evenly spread over the k loop.
+/// One column tile over one chunk: `dst[c * R + r] = bias[c] + sum_k inp[k * R + r] * w[k * C +
+/// c]` for `r < R = 2 * LANES`, with `C` accumulator pairs held in registers; the activation is
+/// the caller's, once every tile of the layer has run (`chunk_tile_range`). The `prefetch`
+/// lines are requested evenly spread over the k loop.
 ///
 /// The sum may run in blocks of k, `steps` per call: with `from_bias` false it continues from
-/// the partial sums in `dst`, and with `activate` false it stores them there as they are, for
-/// the next block. Either way each sum's additions run in the same order, so the result is
-/// bit-identical to a single block.
+/// the partial sums in `dst`. Either way each sum's additions run in the same order, so the
+/// result is bit-identical to a single block.
 ///
 /// With `nonzero`, only those steps k run (ascending), as in `gemv_block`: the others' inputs
 /// are zero in every row, and with finite weights their products change no sum but a zero one
-/// (its sign) or a NaN one (a signalling NaN is quieted). Whenever `activate`, listed steps or
-/// not, the result says whether any sum (any lane) ended at zero or NaN (false otherwise): an
-/// earlier block of the same sums may have skipped steps where this last one skips none.
+/// (its sign) or a NaN one (a signalling NaN is quieted). Whenever `last_block`, listed steps
+/// or not, the result says whether any sum (any lane) ended at zero or NaN (false otherwise):
+/// an earlier block of the same sums may have skipped steps where this last one skips none.
 ///
 /// # Safety
 /// `inp` must be readable for `steps * R` elements, `w` for `steps * C`, `bias` for `C`,
@@ -46,15 +46,10 @@ unsafe fn column_tile<S: Simd, const C: usize>(
     w: *const S::Elem,
     bias: *const S::Elem,
     from_bias: bool,
-    activate: bool,
-    activation: Activation,
-    floor: S::Elem,
+    last_block: bool,
     dst: *mut S::Elem,
     prefetch: Prefetch,
-) -> bool
-where
-    S::Elem: ExpConstants,
-{
+) -> bool {
     let lanes = S::LANES;
     let rows = 2 * lanes;
     // A countdown, not `k % every`: a division per k-step costs more than the prefetch saves.
@@ -115,31 +110,25 @@ where
                 }
             }
         }
-        if !activate {
-            for c in 0..C {
-                s.store(dst.add(c * rows), low[c]);
-                s.store(dst.add(c * rows + lanes), high[c]);
-            }
-            return false;
+        for c in 0..C {
+            s.store(dst.add(c * rows), low[c]);
+            s.store(dst.add(c * rows + lanes), high[c]);
         }
         let mut zero_or_nan = false;
-        for c in 0..C {
-            zero_or_nan |= s.any_zero_or_nan(low[c]) | s.any_zero_or_nan(high[c]);
+        if last_block {
+            for c in 0..C {
+                zero_or_nan |= s.any_zero_or_nan(low[c]) | s.any_zero_or_nan(high[c]);
+            }
         }
-        // Column c's two vectors go to c * R and c * R + LANES: as pairs, vector i to i * LANES.
-        let mut sums = [[zero; 2]; C];
-        for c in 0..C {
-            sums[c] = [low[c], high[c]];
-        }
-        let first = sums.as_ptr().cast::<S::V>();
-        apply_elementwise_to(s, activation, first, 2 * C, dst, s.splat(floor));
         zero_or_nan
     }
 }
 
 /// Tiles `tiles` of one layer over one chunk, for the steps `k` of its k loop (all of them, or a
 /// block: see `column_tile`): `inp` is `[k.len()][R]`, and each tile writes its columns' rows of
-/// `out` (`[outputs][R]`), before any row-wise activation. With `nonzero` (indices into the
+/// `out` (`[outputs][R]`); after the block that ends the k loop, the element-wise activation
+/// runs over all these columns at once (its flush of tiny values also before a row-wise one,
+/// which the caller applies). With `nonzero` (indices into the
 /// block), only those steps run; the result says whether the block ending the k loop left any
 /// sum at zero or NaN (see `column_tile`). The tiles share out the `prefetch` lines by their
 /// index among all the layer's tiles.
@@ -172,6 +161,11 @@ where
     let from_bias = k.start == 0;
     let activate = k.end == layer.inputs;
     let mut zero_or_nan = false;
+    let these_tiles = &layer.tiles[tiles.clone()];
+    let columns = match (these_tiles.first(), these_tiles.last()) {
+        (Some(first), Some(last)) => first.first_col..last.first_col + last.width,
+        _ => 0..0,
+    };
     for index in tiles {
         let tile = &layer.tiles[index];
         let tile_prefetch = prefetch.share(index, layer.tiles.len());
@@ -200,8 +194,6 @@ where
                                 bias.as_ptr(),
                                 from_bias,
                                 activate,
-                                activation,
-                                floor,
                                 dst,
                                 tile_prefetch,
                             )
@@ -212,6 +204,15 @@ where
             };
         }
         run_tile!(1 2 3 4 5 6 7 8 9 10 11 12);
+    }
+    if activate {
+        // SAFETY: the tiles' columns are consecutive (`column_tiles`) and lie within `outputs`,
+        // so their `columns.len() * R` values (2 vectors per column) lie within `out`, which
+        // the caller lets this call alone access.
+        unsafe {
+            let first = out.add(columns.start * rows);
+            apply_elementwise_to(s, activation, first, first, 2 * columns.len(), floor)
+        };
     }
     zero_or_nan
 }

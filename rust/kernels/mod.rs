@@ -12,6 +12,7 @@ pub mod peak;
 pub mod prefetch;
 pub mod scratch;
 pub mod simd;
+pub mod simd_interleaved;
 #[cfg(target_arch = "aarch64")]
 pub mod simd_neon;
 pub mod simd_portable;

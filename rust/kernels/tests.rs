@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use super::dispatch::{DispatchElement, Level, SimdTask};
 use super::elementwise::{map_elementwise, softmax_axis, Source};
 use super::forward::{PackedModel, Sink};
-use super::math::{exp_nonpositive, Activation};
+use super::math::{apply_elementwise, apply_elementwise_to, exp_nonpositive, Activation};
 use super::pack::PackedLayer;
 use super::simd::{InputElement, Simd};
 
@@ -673,5 +673,78 @@ fn the_vocabulary_keeps_its_scalar_contract_at_every_level() {
     for level in levels() {
         f32::dispatch(level, VocabularyTask);
         f64::dispatch(level, VocabularyTask);
+    }
+}
+
+/// `apply_elementwise_to`, which runs four vectors at a time as an `Interleaved` group and the
+/// rest one by one, against `apply_elementwise` on each vector alone: the same bits for every
+/// activation, floor and input (the contract values, saturating ranges, NaN and infinities).
+struct InterleavedTask;
+
+impl<E: DispatchElement> SimdTask<E> for InterleavedTask {
+    type Output = ();
+    fn run<S: Simd<Elem = E>>(self, s: S) {
+        let lanes = S::LANES;
+        let mut inputs = contract_values::<E>();
+        inputs.extend((-4000..4000).map(|i| E::from_f64(f64::from(i) * 0.25)));
+        inputs.extend((0..200).map(|i| E::from_f64(-1000.0 + 10.0 * f64::from(i))));
+        // 4 * k + 3 whole vectors: groups and a remainder.
+        let vectors = (inputs.len() / lanes / 4) * 4 + 3;
+        inputs.truncate(vectors * lanes);
+        assert_eq!(inputs.len(), vectors * lanes);
+        let activations = [
+            Activation::Sigmoid,
+            Activation::Tanh,
+            Activation::Relu,
+            Activation::Identity,
+            Activation::Softmax,
+        ];
+        for activation in activations {
+            for floor in [E::MIN_NORMAL, <E as super::math::ExpConstants>::NEGLIGIBLE] {
+                let mut grouped = vec![E::ZERO; inputs.len()];
+                // SAFETY: both buffers hold `vectors * LANES` elements.
+                unsafe {
+                    apply_elementwise_to(
+                        s,
+                        activation,
+                        inputs.as_ptr(),
+                        grouped.as_mut_ptr(),
+                        vectors,
+                        floor,
+                    )
+                };
+                for (v, chunk) in inputs.chunks(lanes).enumerate() {
+                    let mut alone = [E::ZERO; 16];
+                    // SAFETY: `chunk` holds LANES values and `alone` 16 >= LANES.
+                    unsafe {
+                        let y = apply_elementwise(
+                            s,
+                            activation,
+                            s.load(chunk.as_ptr()),
+                            s.splat(floor),
+                        );
+                        s.store(alone.as_mut_ptr(), y);
+                    }
+                    for lane in 0..lanes {
+                        let (got, expected) = (grouped[v * lanes + lane], alone[lane]);
+                        assert!(
+                            (got.is_nan() && expected.is_nan())
+                                || got.to_f64().to_bits() == expected.to_f64().to_bits(),
+                            "{} {activation:?} of {:?}: {got:?} in a group, {expected:?} alone",
+                            S::NAME,
+                            chunk[lane],
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn interleaved_groups_give_the_bits_of_one_vector_at_a_time_at_every_level() {
+    for level in levels() {
+        f32::dispatch(level, InterleavedTask);
+        f64::dispatch(level, InterleavedTask);
     }
 }
