@@ -247,8 +247,9 @@ pub trait Simd: Copy + Send + Sync + 'static {
     fn abs(self, a: Self::V) -> Self::V;
     /// Round to nearest, ties to even.
     fn round(self, a: Self::V) -> Self::V;
-    /// `a * 2^n` for integral `n` in the exponent range of `exp`'s reduction, without
-    /// overflow on the way (`exp` clamps so that the result is never subnormal).
+    /// `a * 2^n` for integral `n` with `2^n` a normal number (`exp`'s reduction keeps `n` in
+    /// [-126, 0] for float32, [-1022, 0] for float64), where the result is normal too (`exp`
+    /// clamps so that it never is subnormal): one exact scaling.
     fn ldexp(self, a: Self::V, n: Self::V) -> Self::V;
     /// `mask >= 0 ? a : b` lane-wise (a NaN mask selects `b`).
     fn select_nonneg(self, mask: Self::V, a: Self::V, b: Self::V) -> Self::V;

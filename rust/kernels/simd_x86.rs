@@ -198,16 +198,10 @@ impl Simd for Avx2<f32> {
     }
     #[inline(always)]
     fn ldexp(self, a: __m256, n: __m256) -> __m256 {
+        // 2^n from its bits: with 2^n and the result normal, one multiplication is exact.
         tok!({
-            let half = _mm256_floor_ps(_mm256_mul_ps(n, _mm256_set1_ps(0.5)));
-            let rest = _mm256_sub_ps(n, half);
-            let bias = _mm256_set1_epi32(127);
-            let f1 = _mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(half), bias));
-            let f2 = _mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(rest), bias));
-            _mm256_mul_ps(
-                _mm256_mul_ps(a, _mm256_castsi256_ps(f1)),
-                _mm256_castsi256_ps(f2),
-            )
+            let biased = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
+            _mm256_mul_ps(a, _mm256_castsi256_ps(_mm256_slli_epi32::<23>(biased)))
         })
     }
     #[inline(always)]
@@ -341,15 +335,10 @@ impl Simd for Avx2<f64> {
         tok!({
             // AVX2 has no f64 -> i64 conversion: adding 1.5 * 2^52 leaves the integer in the
             // low mantissa bits, and the shift by 52 discards the magic number's own bits.
+            // With 2^n and the result normal, one multiplication is exact.
             let magic = _mm256_set1_pd(6755399441055744.0 + 1023.0);
-            let half = _mm256_floor_pd(_mm256_mul_pd(n, _mm256_set1_pd(0.5)));
-            let rest = _mm256_sub_pd(n, half);
-            let f1 = _mm256_slli_epi64::<52>(_mm256_castpd_si256(_mm256_add_pd(half, magic)));
-            let f2 = _mm256_slli_epi64::<52>(_mm256_castpd_si256(_mm256_add_pd(rest, magic)));
-            _mm256_mul_pd(
-                _mm256_mul_pd(a, _mm256_castsi256_pd(f1)),
-                _mm256_castsi256_pd(f2),
-            )
+            let pow2 = _mm256_slli_epi64::<52>(_mm256_castpd_si256(_mm256_add_pd(n, magic)));
+            _mm256_mul_pd(a, _mm256_castsi256_pd(pow2))
         })
     }
     #[inline(always)]

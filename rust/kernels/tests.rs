@@ -640,10 +640,12 @@ impl<E: DispatchElement> SimdTask<E> for VocabularyTask {
             let firsts: Vec<u32> = nonzero.iter().map(|i| 100 + i).collect();
             assert_eq!(&lanes_written[..count], &firsts[..], "{}: {a:?}", S::NAME);
         }
-        // ldexp over the exponents exp's reduction produces, on normal results.
-        for n_exponent in -60..=60 {
+        // ldexp over every exponent exp's reduction produces (down to the smallest normal power
+        // of two) and beyond, on normal results.
+        let lowest_exponent = S::Elem::MIN_NORMAL.to_f64().log2() as i32;
+        for n_exponent in lowest_exponent..=60 {
             let a: Vec<S::Elem> = (0..lanes)
-                .map(|i| S::Elem::from_f64([1.0, -1.0, 1.5, 0.5, 2.5, -7.0, 0.75][i % 7]))
+                .map(|i| S::Elem::from_f64([1.0, -1.0, 1.5, 1.25, 2.5, -7.0, 1.75][i % 7]))
                 .collect();
             let got = s.ldexp(load(&a), s.splat(S::Elem::from_f64(n_exponent as f64)));
             check(&format!("ldexp by {n_exponent}"), got, &|i| {
