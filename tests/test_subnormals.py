@@ -59,6 +59,14 @@ def saturating(dtype) -> np.ndarray:
     return np.concatenate([values, -values]).astype(dtype)
 
 
+def tiny(dtype) -> np.ndarray:
+    """Normal values near zero, down to the smallest: exp's reduced argument is then tiny too,
+    where a multiply-add that is not fused would make a subnormal product."""
+    smallest = np.finfo(dtype).tiny
+    scales = np.geomspace(1.0, 2.0**80, 801)
+    return np.concatenate([smallest * scales, -smallest * scales]).astype(dtype)
+
+
 def moderate(dtype) -> np.ndarray:
     return np.linspace(-10, 10, 10_001).astype(dtype)
 
@@ -73,7 +81,7 @@ def test_the_flags_see_a_subnormal_made_or_read_by_numpy_on_this_thread():
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("function", ["sigmoid", "tanh"])
 def test_elementwise_kernels_on_saturating_inputs_raise_no_subnormal_flag(level, dtype, function):
-    for values in (saturating(dtype), moderate(dtype)):
+    for values in (saturating(dtype), tiny(dtype), moderate(dtype)):
         out = np.empty_like(values)
         flags = subnormal_flags(lambda v=values, o=out: _core.elementwise(function, v, o, 1))
         assert flags == 0, f"{function} at {level}: {describe(flags)}"

@@ -67,8 +67,10 @@ pub trait ExpConstants: Element {
     /// 1 a value below it is far below the last bit (2^-63 against float32's 2^-24).
     const NEGLIGIBLE: Self;
     /// Below this `|r|`, every Horner step of the polynomial rounds to its constant, so the
-    /// polynomial is evaluated at 0 instead: at the portable level, which multiplies and adds
-    /// separately, `h * r` for a tiny normal `r` would otherwise underflow.
+    /// polynomial is evaluated at 0 instead where multiply-adds are not fused (the portable
+    /// level): there `h * r` for a tiny normal `r` would otherwise underflow. A fused step
+    /// rounds only its sum, which is near its constant, so the levels with FMA skip the flush
+    /// and get the same bits.
     const POLYNOMIAL_FLOOR: Self;
     const LOG2_E: Self;
     /// ln 2 split so that `n * LN2_HI` is exact for every `n` the clamp allows.
@@ -138,7 +140,11 @@ where
     // Horner over the Taylor coefficients except the constant term; the caller multiplies
     // `h` by the real `r`.
     let coefficients = S::Elem::TAYLOR;
-    let r_polynomial = s.flush_below(r, s.splat(S::Elem::POLYNOMIAL_FLOOR));
+    let r_polynomial = if S::FUSED_MUL_ADD {
+        r
+    } else {
+        s.flush_below(r, s.splat(S::Elem::POLYNOMIAL_FLOOR))
+    };
     let mut h = s.splat(coefficients[0]);
     for &c in &coefficients[1..coefficients.len() - 1] {
         h = s.mul_add(h, r_polynomial, s.splat(c));

@@ -17,6 +17,7 @@ use super::simd::{Element, Simd};
 pub trait Arithmetic: Copy {
     type Elem: Element;
     type V: Copy;
+    const FUSED_MUL_ADD: bool;
     fn splat(self, x: Self::Elem) -> Self::V;
     fn add(self, a: Self::V, b: Self::V) -> Self::V;
     fn sub(self, a: Self::V, b: Self::V) -> Self::V;
@@ -34,6 +35,7 @@ pub trait Arithmetic: Copy {
 impl<S: Simd> Arithmetic for S {
     type Elem = S::Elem;
     type V = S::V;
+    const FUSED_MUL_ADD: bool = S::FUSED_MUL_ADD;
     #[inline(always)]
     fn splat(self, x: S::Elem) -> S::V {
         Simd::splat(self, x)
@@ -106,6 +108,7 @@ macro_rules! each {
 impl<S: Simd, const N: usize> Arithmetic for Interleaved<S, N> {
     type Elem = S::Elem;
     type V = [S::V; N];
+    const FUSED_MUL_ADD: bool = S::FUSED_MUL_ADD;
     #[inline(always)]
     fn splat(self, x: S::Elem) -> Self::V {
         [Simd::splat(self.0, x); N]

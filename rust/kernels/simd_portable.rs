@@ -49,6 +49,7 @@ macro_rules! impl_portable {
             const LANES: usize = PORTABLE_LANES;
             const MAX_TILE_COLS: usize = 4;
             const NAME: &'static str = "portable";
+            const FUSED_MUL_ADD: bool = false;
 
             #[inline(always)]
             fn splat(self, x: $e) -> Self::V {
