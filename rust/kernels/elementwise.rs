@@ -89,8 +89,9 @@ impl<E: DispatchElement> SimdTask<E> for ElementwiseTask<'_, E> {
             Source::Slice(src) => src.as_ptr(),
             Source::InPlace => dst,
         };
-        // SAFETY: `full <= n` elements, and `src` (if separate) has n elements (asserted by
-        // `map_elementwise`); in place, `src` is `dst`.
+        // SAFETY: `dst` has n >= full elements, and a separate `src` has n too (asserted by
+        // `map_elementwise`) and cannot overlap `dst` (a shared borrow beside a mutable one);
+        // in place, `src` is `dst`, which `apply_elementwise_to` allows.
         unsafe { apply_elementwise_to(s, self.activation, src, dst, full / lanes, E::MIN_NORMAL) };
         let floor = s.splat(E::MIN_NORMAL);
         if full < n {

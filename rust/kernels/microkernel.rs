@@ -23,8 +23,8 @@ pub fn chunk_rows<S: Simd>() -> usize {
 /// lines are requested evenly spread over the k loop.
 ///
 /// The sum may run in blocks of k, `steps` per call: with `from_bias` false it continues from
-/// the partial sums in `dst`. Either way each sum's additions run in the same order, so the
-/// result is bit-identical to a single block.
+/// the partial sums in `dst`. Whether or not `from_bias`, each sum's additions run in the same
+/// order, so the result is bit-identical to a single block.
 ///
 /// With `nonzero`, only those steps k run (ascending), as in `gemv_block`: the others' inputs
 /// are zero in every row, and with finite weights their products change no sum but a zero one
@@ -128,10 +128,10 @@ unsafe fn column_tile<S: Simd, const C: usize>(
 /// block: see `column_tile`): `inp` is `[k.len()][R]`, and each tile writes its columns' rows of
 /// `out` (`[outputs][R]`); after the block that ends the k loop, the element-wise activation
 /// runs over all these columns at once (its flush of tiny values also before a row-wise one,
-/// which the caller applies). With `nonzero` (indices into the
-/// block), only those steps run; the result says whether the block ending the k loop left any
-/// sum at zero or NaN (see `column_tile`). The tiles share out the `prefetch` lines by their
-/// index among all the layer's tiles.
+/// which the caller applies). With `nonzero` (indices into the block), only those steps run;
+/// the result says whether the block ending the k loop left any sum at zero or NaN (see
+/// `column_tile`). The tiles share out the `prefetch` lines by their index among all the
+/// layer's tiles.
 ///
 /// # Safety
 /// `out` must be readable and writable for `outputs * R` elements, and no other thread may
@@ -159,7 +159,7 @@ where
     assert!(inp.len() >= k.len() * rows && tiles.end <= layer.tiles.len());
     debug_assert!(nonzero.is_none_or(|listed| listed.iter().all(|&step| (step as usize) < k.len())));
     let from_bias = k.start == 0;
-    let activate = k.end == layer.inputs;
+    let last_block = k.end == layer.inputs;
     let mut zero_or_nan = false;
     let these_tiles = &layer.tiles[tiles.clone()];
     let columns = match (these_tiles.first(), these_tiles.last()) {
@@ -193,7 +193,7 @@ where
                                 weights.as_ptr(),
                                 bias.as_ptr(),
                                 from_bias,
-                                activate,
+                                last_block,
                                 dst,
                                 tile_prefetch,
                             )
@@ -205,7 +205,7 @@ where
         }
         run_tile!(1 2 3 4 5 6 7 8 9 10 11 12);
     }
-    if activate {
+    if last_block {
         // SAFETY: the tiles' columns are consecutive (`column_tiles`) and lie within `outputs`,
         // so their `columns.len() * R` values (2 vectors per column) lie within `out`, which
         // the caller lets this call alone access.

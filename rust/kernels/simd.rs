@@ -242,7 +242,7 @@ pub trait Simd: Copy + Send + Sync + 'static {
     fn div(self, a: Self::V, b: Self::V) -> Self::V;
     /// Whether `mul_add` rounds once (the level has FMA): then its product, however small,
     /// underflows nothing unless the sum does.
-    const FUSED_MUL_ADD: bool = true;
+    const FUSED_MUL_ADD: bool;
     /// `a * b + c`; fused (one rounding) where the level has FMA.
     fn mul_add(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V;
     /// `a > b ? a : b` lane-wise: x86 MAXPS semantics, so a NaN in `b` is returned.

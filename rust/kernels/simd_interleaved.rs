@@ -13,7 +13,8 @@ use super::simd::{Element, Simd};
 /// that the transcendental functions in `math.rs` also run on `Interleaved` groups. Every
 /// `Simd` level has it, forwarded unchanged. Where a function is bounded by `S: Simd`, calls
 /// resolve to `Simd`'s own methods (a bound's methods come before a trait in scope), so the
-/// two never clash.
+/// two never clash in generic code; on a concrete level type with both traits imported they
+/// would, which is why only `math.rs`, whose functions are all generic, imports this one.
 pub trait Arithmetic: Copy {
     type Elem: Element;
     type V: Copy;

@@ -147,6 +147,7 @@ impl Simd for Avx2<f32> {
     const LANES: usize = 8;
     const MAX_TILE_COLS: usize = 6;
     const NAME: &'static str = "avx2";
+    const FUSED_MUL_ADD: bool = true;
 
     #[inline(always)]
     fn splat(self, x: f32) -> __m256 {
@@ -281,6 +282,7 @@ impl Simd for Avx2<f64> {
     const LANES: usize = 4;
     const MAX_TILE_COLS: usize = 6;
     const NAME: &'static str = "avx2";
+    const FUSED_MUL_ADD: bool = true;
 
     #[inline(always)]
     fn splat(self, x: f64) -> __m256d {
@@ -432,6 +434,7 @@ impl Simd for Avx512<f32> {
     const LANES: usize = 16;
     const MAX_TILE_COLS: usize = 12;
     const NAME: &'static str = "avx512";
+    const FUSED_MUL_ADD: bool = true;
 
     #[inline(always)]
     fn splat(self, x: f32) -> __m512 {
@@ -642,6 +645,7 @@ impl Simd for Avx512<f64> {
     const LANES: usize = 8;
     const MAX_TILE_COLS: usize = 12;
     const NAME: &'static str = "avx512";
+    const FUSED_MUL_ADD: bool = true;
 
     #[inline(always)]
     fn splat(self, x: f64) -> __m512d {

@@ -690,8 +690,9 @@ impl<E: DispatchElement> SimdTask<E> for InterleavedTask {
         let mut inputs = contract_values::<E>();
         inputs.extend((-4000..4000).map(|i| E::from_f64(f64::from(i) * 0.25)));
         inputs.extend((0..200).map(|i| E::from_f64(-1000.0 + 10.0 * f64::from(i))));
-        // 4 * k + 3 whole vectors: groups and a remainder.
-        let vectors = (inputs.len() / lanes / 4) * 4 + 3;
+        // 4 * k + 3 whole vectors, at every lane width: groups and a remainder.
+        let whole = inputs.len() / lanes;
+        let vectors = (whole - 3) / 4 * 4 + 3;
         inputs.truncate(vectors * lanes);
         assert_eq!(inputs.len(), vectors * lanes);
         let activations = [
@@ -715,6 +716,20 @@ impl<E: DispatchElement> SimdTask<E> for InterleavedTask {
                         floor,
                     )
                 };
+                // In place, as the tiles and the array kernels call it: the same bits.
+                let mut in_place = inputs.clone();
+                let data = in_place.as_mut_ptr();
+                // SAFETY: `in_place` holds `vectors * LANES` elements, read and written as one.
+                unsafe { apply_elementwise_to(s, activation, data, data, vectors, floor) };
+                assert!(
+                    in_place
+                        .iter()
+                        .zip(&grouped)
+                        .all(|(a, b)| a.to_f64().to_bits() == b.to_f64().to_bits()
+                            || (a.is_nan() && b.is_nan())),
+                    "{} {activation:?}: in place differs from out of place",
+                    S::NAME
+                );
                 for (v, chunk) in inputs.chunks(lanes).enumerate() {
                     let mut alone = [E::ZERO; 16];
                     // SAFETY: `chunk` holds LANES values and `alone` 16 >= LANES.
