@@ -256,6 +256,33 @@ impl Simd for Avx2<f32> {
         })
     }
     #[inline(always)]
+    unsafe fn load_f32_transposed(self, p: *const f32, stride: usize, columns: &mut [__m256]) {
+        assert_eq!(columns.len(), 8);
+        // The in-register transpose ends in eight 128-bit lane swaps (VPERM2F128). The loads
+        // do them instead: each register holds row g in its low lane and row g + 4 in its high
+        // one, the high half inserted from memory. Left: a 4x4 transpose inside each lane.
+        // SAFETY: every quad read, row g or g + 4 < 8 at columns 4q..4q + 4 <= 8, lies in a row
+        // the caller guarantees readable; AVX2 is detected.
+        unsafe {
+            for q in 0..2 {
+                let mut rows = [_mm256_setzero_ps(); 4];
+                for (g, row) in rows.iter_mut().enumerate() {
+                    let low = _mm_loadu_ps(p.add(g * stride + 4 * q));
+                    let high = _mm_loadu_ps(p.add((g + 4) * stride + 4 * q));
+                    *row = _mm256_insertf128_ps::<1>(_mm256_castps128_ps256(low), high);
+                }
+                let low_01 = _mm256_unpacklo_ps(rows[0], rows[1]);
+                let high_01 = _mm256_unpackhi_ps(rows[0], rows[1]);
+                let low_23 = _mm256_unpacklo_ps(rows[2], rows[3]);
+                let high_23 = _mm256_unpackhi_ps(rows[2], rows[3]);
+                columns[4 * q] = _mm256_shuffle_ps::<0x44>(low_01, low_23);
+                columns[4 * q + 1] = _mm256_shuffle_ps::<0xEE>(low_01, low_23);
+                columns[4 * q + 2] = _mm256_shuffle_ps::<0x44>(high_01, high_23);
+                columns[4 * q + 3] = _mm256_shuffle_ps::<0xEE>(high_01, high_23);
+            }
+        }
+    }
+    #[inline(always)]
     unsafe fn load_u8(self, p: *const u8) -> __m256 {
         // SAFETY: the caller guarantees 8 readable bytes; AVX2 is detected.
         unsafe { _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(p as *const __m128i))) }

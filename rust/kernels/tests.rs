@@ -667,6 +667,21 @@ impl<E: DispatchElement> SimdTask<E> for VocabularyTask {
                 S::Elem::from_f64((c * lanes + r) as f64)
             });
         }
+        // load_f32_transposed: a block of float32 rows `stride` apart, each converted as
+        // `load_f32` converts, arrives as columns, at offsets that start a row anywhere.
+        let stride = lanes + 3;
+        let block: Vec<f32> = (0..lanes * stride).map(|i| i as f32 - 7.5).collect();
+        let mut columns = vec![s.splat(S::Elem::ZERO); lanes];
+        for offset in [0, 1, 3] {
+            // SAFETY: rows 0..LANES at `offset + r * stride` hold LANES values each, inside
+            // `block` (offset + LANES <= stride).
+            unsafe { s.load_f32_transposed(block.as_ptr().add(offset), stride, &mut columns) };
+            for (c, &column) in columns.iter().enumerate() {
+                check(&format!("load_f32_transposed, column {c}"), column, &|r| {
+                    S::Elem::from_f64(f64::from(block[offset + r * stride + c]))
+                });
+            }
+        }
     }
 }
 
