@@ -501,6 +501,11 @@ fn each_target_runs_its_own_simd_level_and_keeps_the_portable_one() {
     }
 }
 
+/// The same value to the bit, any NaN counting as the same as any other.
+fn same_bits<E: super::simd::Element>(a: E, b: E) -> bool {
+    (a.is_nan() && b.is_nan()) || a.to_f64().to_bits() == b.to_f64().to_bits()
+}
+
 /// Values that tell the vocabulary's contracts apart: zeros of both signs, NaN, infinities,
 /// ties for rounding, the smallest normal number and subnormals.
 fn contract_values<E: super::simd::Element>() -> Vec<E> {
@@ -542,9 +547,6 @@ impl<E: DispatchElement> SimdTask<E> for VocabularyTask {
         let lanes = S::LANES;
         let values = contract_values::<S::Elem>();
         let n = values.len();
-        let same = |a: S::Elem, b: S::Elem| {
-            (a.is_nan() && b.is_nan()) || a.to_f64().to_bits() == b.to_f64().to_bits()
-        };
         let load = |lane_values: &[S::Elem]| {
             let mut buffer = [S::Elem::ZERO; 16];
             buffer[..lanes].copy_from_slice(&lane_values[..lanes]);
@@ -561,7 +563,7 @@ impl<E: DispatchElement> SimdTask<E> for VocabularyTask {
             for (lane, &g) in stored(got).iter().enumerate() {
                 let e = expected(lane);
                 assert!(
-                    same(g, e),
+                    same_bits(g, e),
                     "{}: {what}, lane {lane}: {g:?} != {e:?}",
                     S::NAME
                 );
@@ -740,8 +742,7 @@ impl<E: DispatchElement> SimdTask<E> for InterleavedTask {
                     in_place
                         .iter()
                         .zip(&grouped)
-                        .all(|(a, b)| a.to_f64().to_bits() == b.to_f64().to_bits()
-                            || (a.is_nan() && b.is_nan())),
+                        .all(|(&a, &b)| same_bits(a, b)),
                     "{} {activation:?}: in place differs from out of place",
                     S::NAME
                 );
@@ -760,8 +761,7 @@ impl<E: DispatchElement> SimdTask<E> for InterleavedTask {
                     for lane in 0..lanes {
                         let (got, expected) = (grouped[v * lanes + lane], alone[lane]);
                         assert!(
-                            (got.is_nan() && expected.is_nan())
-                                || got.to_f64().to_bits() == expected.to_f64().to_bits(),
+                            same_bits(got, expected),
                             "{} {activation:?} of {:?}: {got:?} in a group, {expected:?} alone",
                             S::NAME,
                             chunk[lane],
