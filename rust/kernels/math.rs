@@ -193,9 +193,10 @@ where
 }
 
 /// The logistic function, stable for every input: `exp(-|x|)` cannot overflow, and the two
-/// branches keep relative accuracy on both tails. Exactly 0 at -inf and 1 at +inf.
+/// branches keep relative accuracy on both tails. Exactly 0 at -inf and 1 at +inf. Results
+/// below `floor` (at most `NEGLIGIBLE`) are zero.
 #[inline(always)]
-pub fn sigmoid<S: Arithmetic>(s: S, x: S::V) -> S::V
+pub fn sigmoid<S: Arithmetic>(s: S, x: S::V, floor: S::V) -> S::V
 where
     S::Elem: ExpConstants,
 {
@@ -205,10 +206,13 @@ where
     // no bit here.
     let e = exp_of_clamped(s, s.sub(zero, s.abs(x)));
     let positive = s.div(s.splat(S::Elem::ONE), s.add(s.splat(S::Elem::ONE), e));
-    // `positive` >= 1/2, so `e * positive` is normal for `e >= 2 * MIN_NORMAL`; below that the
-    // product would underflow, and the negative tail is 0 instead.
-    let twice_min_normal = S::Elem::MIN_NORMAL + S::Elem::MIN_NORMAL;
-    let e = s.flush_below(e, s.splat(twice_min_normal));
+    // The negative tail is `e * positive`. Where `e` is below 2^-24 (2^-53), `1 + e` rounds
+    // to 1, so `positive` is exactly 1 and the product is `e` itself: zeroing `e` below
+    // `floor` zeroes exactly the products below it, and no separate pass over the result is
+    // needed (`positive` is at least 1/2, far above any floor). Below twice the smallest
+    // normal number the product would underflow, so `e` is zeroed there too.
+    let twice_min_normal = s.splat(S::Elem::MIN_NORMAL + S::Elem::MIN_NORMAL);
+    let e = s.flush_below(e, s.max(floor, twice_min_normal));
     s.select_nonneg(x, positive, s.mul(e, positive))
 }
 
@@ -259,7 +263,8 @@ where
 {
     let x = s.flush_below(x, s.splat(S::Elem::MIN_NORMAL));
     let y = match activation {
-        Activation::Sigmoid => sigmoid(s, x),
+        // sigmoid zeroes its results below `floor` itself, more cheaply.
+        Activation::Sigmoid => return sigmoid(s, x, floor),
         Activation::Relu => relu(s, x),
         Activation::Tanh => tanh(s, x),
         Activation::Identity | Activation::Softmax | Activation::LogSoftmax => x,
