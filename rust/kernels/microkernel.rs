@@ -100,7 +100,16 @@ unsafe fn column_tile<S: Simd, const C: usize>(
         }
         match nonzero {
             None => {
-                for k in 0..steps {
+                // Two steps per iteration: beside one step's 2C multiply-adds, its share of
+                // the loop's own work (the counter, the prefetch countdown, two branches) kept
+                // the 6-column tiles below the FMA ports' rate on Zen 2 (3.5% of a 10,000-row
+                // pass). Four per iteration measured no faster, nor did pairs of listed steps.
+                let pairs = steps / 2;
+                for pair in 0..pairs {
+                    step!(2 * pair);
+                    step!(2 * pair + 1);
+                }
+                for k in 2 * pairs..steps {
                     step!(k);
                 }
             }
