@@ -206,7 +206,7 @@ where
     // no bit here.
     let e = exp_of_clamped(s, s.sub(zero, s.abs(x)));
     let positive = s.div(s.splat(S::Elem::ONE), s.add(s.splat(S::Elem::ONE), e));
-    // The negative tail is `e * positive`. Where `e` is below 2^-24 (2^-53), `1 + e` rounds
+    // The negative tail is `e * positive`. Where `e` is at most 2^-24 (2^-53), `1 + e` rounds
     // to 1, so `positive` is exactly 1 and the product is `e` itself: zeroing `e` below
     // `floor` zeroes exactly the products below it, and no separate pass over the result is
     // needed (`positive` is at least 1/2, far above any floor). Below twice the smallest
