@@ -8,11 +8,11 @@
 //! operation that does takes a microcode assist on Intel cores (a hundred cycles or more per
 //! vector), which made saturated inputs several times slower than moderate ones. Results
 //! whose magnitude would fall below the smallest normal number are zero instead, selected by
-//! comparing bits as integers (`Simd::flush_below`), never produced by an operation that
+//! comparing bits as integers (`Arithmetic::flush_below`), never produced by an operation that
 //! underflows; subnormal inputs are read as zero of their sign.
 
-use super::simd::{Element, Simd};
-use super::simd_interleaved::{Arithmetic, Interleaved};
+use super::simd::{Arithmetic, Element, Simd};
+use super::simd_interleaved::Interleaved;
 
 /// What an activation does to a layer's pre-activation values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

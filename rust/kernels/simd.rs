@@ -1,4 +1,5 @@
-//! The SIMD vocabulary every kernel is written in: one `Simd` trait, one zero-sized token per (ISA, element type).
+//! The SIMD vocabulary every kernel is written in: the `Simd` trait (built on `Arithmetic`, its
+//! element-wise arithmetic), one zero-sized token per (ISA, element type).
 //!
 //! Kernels are generic over `S: Simd` and marked `#[inline(always)]`; `dispatch.rs` calls them from
 //! a `#[target_feature]` entry point, so each instantiation is compiled for its own instruction set.
@@ -35,7 +36,7 @@ pub trait Element:
     fn ln(self) -> Self;
     fn is_nan(self) -> bool;
     /// Zero of the same sign for a subnormal, else `self`: decided on the bits, so no
-    /// floating-point operation reads the subnormal (see `Simd::flush_below`).
+    /// floating-point operation reads the subnormal (see `Arithmetic::flush_below`).
     fn flush_subnormal(self) -> Self;
     /// `x` converted, zero of its sign where the result would be subnormal (decided on `x`'s
     /// bits before the conversion, which would otherwise underflow).
@@ -218,31 +219,23 @@ impl InputElement for f64 {
     }
 }
 
-/// One instruction set at one element width. Every method is `#[inline(always)]` so it is
-/// compiled inside the `#[target_feature]` function that (transitively) calls it.
-pub trait Simd: Copy + Send + Sync + 'static {
+/// The element-wise arithmetic of one vector: the part of the vocabulary that the
+/// transcendental functions in `math.rs` are written in. A trait of its own so that they also
+/// run on `Interleaved` groups of vectors (`simd_interleaved.rs`), which have this arithmetic
+/// but not the loads, stores and transposes of `Simd`. Every `Simd` level implements it (`Simd`
+/// builds on it), so a function bounded by `S: Simd` calls these methods without importing
+/// this trait; code that calls them on a concrete type imports it.
+pub trait Arithmetic: Copy {
     type Elem: Element;
     type V: Copy;
-    const LANES: usize;
-    /// Widest register tile (output columns) the micro-kernel may use at this level:
-    /// 2 x cols accumulators + 2 row loads + 1 broadcast must fit the register file.
-    const MAX_TILE_COLS: usize;
-    const NAME: &'static str;
-
+    /// Whether `mul_add` rounds once (the level has FMA): then its product, however small,
+    /// underflows nothing unless the sum does.
+    const FUSED_MUL_ADD: bool;
     fn splat(self, x: Self::Elem) -> Self::V;
-    /// # Safety
-    /// `p` must be valid for reading `LANES` elements.
-    unsafe fn load(self, p: *const Self::Elem) -> Self::V;
-    /// # Safety
-    /// `p` must be valid for writing `LANES` elements.
-    unsafe fn store(self, p: *mut Self::Elem, v: Self::V);
     fn add(self, a: Self::V, b: Self::V) -> Self::V;
     fn sub(self, a: Self::V, b: Self::V) -> Self::V;
     fn mul(self, a: Self::V, b: Self::V) -> Self::V;
     fn div(self, a: Self::V, b: Self::V) -> Self::V;
-    /// Whether `mul_add` rounds once (the level has FMA): then its product, however small,
-    /// underflows nothing unless the sum does.
-    const FUSED_MUL_ADD: bool;
     /// `a * b + c`; fused (one rounding) where the level has FMA.
     fn mul_add(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V;
     /// `a > b ? a : b` lane-wise: x86 MAXPS semantics, so a NaN in `b` is returned.
@@ -261,6 +254,24 @@ pub trait Simd: Copy + Send + Sync + 'static {
     /// integers, so no floating-point operation reads the lane: a subnormal raises no flag and
     /// costs no microcode assist (tens of times an FMA on Intel cores).
     fn flush_below(self, a: Self::V, floor: Self::V) -> Self::V;
+}
+
+/// One instruction set at one element width: `Arithmetic`, plus the loads, stores, lane tests
+/// and transposes. Every method of both is `#[inline(always)]` so it is compiled inside the
+/// `#[target_feature]` function that (transitively) calls it.
+pub trait Simd: Arithmetic + Send + Sync + 'static {
+    const LANES: usize;
+    /// Widest register tile (output columns) the micro-kernel may use at this level:
+    /// 2 x cols accumulators + 2 row loads + 1 broadcast must fit the register file.
+    const MAX_TILE_COLS: usize;
+    const NAME: &'static str;
+
+    /// # Safety
+    /// `p` must be valid for reading `LANES` elements.
+    unsafe fn load(self, p: *const Self::Elem) -> Self::V;
+    /// # Safety
+    /// `p` must be valid for writing `LANES` elements.
+    unsafe fn store(self, p: *mut Self::Elem, v: Self::V);
     /// Whether any lane of `a` is zero (either sign) or NaN.
     fn any_zero_or_nan(self, a: Self::V) -> bool;
     /// Bit `i` set where lane `i` of `a` is not zero (NaN included).

@@ -7,9 +7,10 @@
 // same 8 lanes as the AVX2 and portable levels.
 //
 // Layout: `NeonRegister` holds what differs between `float32x4_t` and `float64x2_t` (one
-// intrinsic per method, a few for the conversions), and the one generic `Simd` impl applies it
-// to both halves. A new `Simd` method is one generic method here plus, where the element type
-// matters, one `NeonRegister` method per register type.
+// intrinsic per method, a few for the conversions), and the one generic `Arithmetic` impl and
+// the one generic `Simd` impl apply it to both halves. A new method of either trait is one
+// generic method here plus, where the element type matters, one `NeonRegister` method per
+// register type.
 //
 // NEON is part of every aarch64 CPU (the `neon` target feature is on for every aarch64 target),
 // so the token needs no run-time detection.
@@ -17,7 +18,7 @@
 use std::arch::aarch64::*;
 use std::marker::PhantomData;
 
-use super::simd::{Element, Simd};
+use super::simd::{Arithmetic, Element, Simd};
 
 // The arithmetic intrinsics are `#[target_feature(enable = "neon")]` functions, unsafe to call
 // from code that does not itself list the feature, although the target always has it.
@@ -90,7 +91,7 @@ pub trait NeonRegister: Copy + Send + Sync + 'static {
     /// Bit `i` set where lane `i` is exactly zero (either sign; NaN is not zero).
     fn zero_bits(a: Self) -> u32;
     /// Lanes whose magnitude is below `floor`'s become zero of their sign, compared as
-    /// integers on the bits (see `Simd::flush_below`).
+    /// integers on the bits (see `Arithmetic::flush_below`).
     fn flush_below(a: Self, floor: Self) -> Self;
     /// `2^n` for integral `n` whose result is a normal number: the exponent field built directly.
     fn exp2_integral(n: Self) -> Self;
@@ -415,13 +416,9 @@ macro_rules! halves {
     };
 }
 
-impl<E: NeonElement> Simd for Neon<E> {
+impl<E: NeonElement> Arithmetic for Neon<E> {
     type Elem = E;
     type V = Pair<E::Register>;
-    const LANES: usize = 2 * <E::Register as NeonRegister>::LANES;
-    /// 4 x 6 accumulator registers + 4 for the two row loads + 1 broadcast = 29 of 32.
-    const MAX_TILE_COLS: usize = 6;
-    const NAME: &'static str = "neon";
     /// FMLA (`vfmaq`).
     const FUSED_MUL_ADD: bool = true;
 
@@ -429,24 +426,6 @@ impl<E: NeonElement> Simd for Neon<E> {
     fn splat(self, x: E) -> Self::V {
         let v = E::Register::splat(x);
         Pair { low: v, high: v }
-    }
-    #[inline(always)]
-    unsafe fn load(self, p: *const E) -> Self::V {
-        // SAFETY: the caller guarantees `p` is readable for LANES elements: both halves.
-        unsafe {
-            Pair {
-                low: E::Register::load(p),
-                high: E::Register::load(p.add(E::Register::LANES)),
-            }
-        }
-    }
-    #[inline(always)]
-    unsafe fn store(self, p: *mut E, v: Self::V) {
-        // SAFETY: the caller guarantees `p` is writable for LANES elements: both halves.
-        unsafe {
-            E::Register::store(p, v.low);
-            E::Register::store(p.add(E::Register::LANES), v.high);
-        }
     }
     #[inline(always)]
     fn add(self, a: Self::V, b: Self::V) -> Self::V {
@@ -516,6 +495,32 @@ impl<E: NeonElement> Simd for Neon<E> {
     #[inline(always)]
     fn flush_below(self, a: Self::V, floor: Self::V) -> Self::V {
         halves!(flush_below(a, floor))
+    }
+}
+
+impl<E: NeonElement> Simd for Neon<E> {
+    const LANES: usize = 2 * <E::Register as NeonRegister>::LANES;
+    /// 4 x 6 accumulator registers + 4 for the two row loads + 1 broadcast = 29 of 32.
+    const MAX_TILE_COLS: usize = 6;
+    const NAME: &'static str = "neon";
+
+    #[inline(always)]
+    unsafe fn load(self, p: *const E) -> Self::V {
+        // SAFETY: the caller guarantees `p` is readable for LANES elements: both halves.
+        unsafe {
+            Pair {
+                low: E::Register::load(p),
+                high: E::Register::load(p.add(E::Register::LANES)),
+            }
+        }
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut E, v: Self::V) {
+        // SAFETY: the caller guarantees `p` is writable for LANES elements: both halves.
+        unsafe {
+            E::Register::store(p, v.low);
+            E::Register::store(p.add(E::Register::LANES), v.high);
+        }
     }
     #[inline(always)]
     fn any_zero_or_nan(self, a: Self::V) -> bool {

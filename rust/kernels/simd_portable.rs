@@ -1,7 +1,7 @@
 //! The portable level: plain IEEE arithmetic on small arrays, which LLVM vectorises to SSE2 or
 //! NEON. Separate multiply and add (no FMA), so it stays fast on CPUs without FMA.
 
-use super::simd::{Element, Simd};
+use super::simd::{Arithmetic, Element, Simd};
 
 pub const PORTABLE_LANES: usize = 8;
 
@@ -43,27 +43,14 @@ macro_rules! portable_zip {
 
 macro_rules! impl_portable {
     ($e:ty, $bits:ty, $mant:expr, $bias:expr) => {
-        impl Simd for Portable<$e> {
+        impl Arithmetic for Portable<$e> {
             type Elem = $e;
             type V = [$e; PORTABLE_LANES];
-            const LANES: usize = PORTABLE_LANES;
-            const MAX_TILE_COLS: usize = 4;
-            const NAME: &'static str = "portable";
             const FUSED_MUL_ADD: bool = false;
 
             #[inline(always)]
             fn splat(self, x: $e) -> Self::V {
                 [x; PORTABLE_LANES]
-            }
-            #[inline(always)]
-            unsafe fn load(self, p: *const $e) -> Self::V {
-                // SAFETY: the caller guarantees `p` is readable for LANES elements.
-                unsafe { std::ptr::read_unaligned(p as *const Self::V) }
-            }
-            #[inline(always)]
-            unsafe fn store(self, p: *mut $e, v: Self::V) {
-                // SAFETY: the caller guarantees `p` is writable for LANES elements.
-                unsafe { std::ptr::write_unaligned(p as *mut Self::V, v) }
             }
             #[inline(always)]
             fn add(self, a: Self::V, b: Self::V) -> Self::V {
@@ -129,6 +116,23 @@ macro_rules! impl_portable {
                         x
                     }
                 })
+            }
+        }
+
+        impl Simd for Portable<$e> {
+            const LANES: usize = PORTABLE_LANES;
+            const MAX_TILE_COLS: usize = 4;
+            const NAME: &'static str = "portable";
+
+            #[inline(always)]
+            unsafe fn load(self, p: *const $e) -> Self::V {
+                // SAFETY: the caller guarantees `p` is readable for LANES elements.
+                unsafe { std::ptr::read_unaligned(p as *const Self::V) }
+            }
+            #[inline(always)]
+            unsafe fn store(self, p: *mut $e, v: Self::V) {
+                // SAFETY: the caller guarantees `p` is writable for LANES elements.
+                unsafe { std::ptr::write_unaligned(p as *mut Self::V, v) }
             }
             #[inline(always)]
             fn any_zero_or_nan(self, a: Self::V) -> bool {

@@ -1,6 +1,6 @@
 //! The x86-64 levels, AVX2+FMA and AVX-512F: the `Simd` vocabulary as intrinsics.
 
-use super::simd::{Element, Simd};
+use super::simd::{Arithmetic, Element, Simd};
 use std::arch::x86_64::*;
 use std::marker::PhantomData;
 
@@ -85,7 +85,7 @@ unsafe fn flush_f64x8_below_f32_normal(v: __m512d) -> __m512d {
     unsafe { flush_f64x8_below(v, _mm512_set1_pd(f32::MIN_POSITIVE as f64)) }
 }
 
-// `Simd::flush_below` for each vector type: lanes whose magnitude is below `floor`'s become
+// `Arithmetic::flush_below` for each vector type: lanes whose magnitude is below `floor`'s become
 // zero of their sign, compared as integers so no floating-point operation reads them.
 
 /// # Safety
@@ -141,27 +141,14 @@ macro_rules! tok {
     };
 }
 
-impl Simd for Avx2<f32> {
+impl Arithmetic for Avx2<f32> {
     type Elem = f32;
     type V = __m256;
-    const LANES: usize = 8;
-    const MAX_TILE_COLS: usize = 6;
-    const NAME: &'static str = "avx2";
     const FUSED_MUL_ADD: bool = true;
 
     #[inline(always)]
     fn splat(self, x: f32) -> __m256 {
         tok!(_mm256_set1_ps(x))
-    }
-    #[inline(always)]
-    unsafe fn load(self, p: *const f32) -> __m256 {
-        // SAFETY: the caller guarantees `p` is readable for 8 floats; AVX2 is detected.
-        unsafe { _mm256_loadu_ps(p) }
-    }
-    #[inline(always)]
-    unsafe fn store(self, p: *mut f32, v: __m256) {
-        // SAFETY: the caller guarantees `p` is writable for 8 floats; AVX2 is detected.
-        unsafe { _mm256_storeu_ps(p, v) }
     }
     #[inline(always)]
     fn add(self, a: __m256, b: __m256) -> __m256 {
@@ -216,6 +203,23 @@ impl Simd for Avx2<f32> {
     #[inline(always)]
     fn flush_below(self, a: __m256, floor: __m256) -> __m256 {
         tok!(flush_f32x8_below(a, floor))
+    }
+}
+
+impl Simd for Avx2<f32> {
+    const LANES: usize = 8;
+    const MAX_TILE_COLS: usize = 6;
+    const NAME: &'static str = "avx2";
+
+    #[inline(always)]
+    unsafe fn load(self, p: *const f32) -> __m256 {
+        // SAFETY: the caller guarantees `p` is readable for 8 floats; AVX2 is detected.
+        unsafe { _mm256_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32, v: __m256) {
+        // SAFETY: the caller guarantees `p` is writable for 8 floats; AVX2 is detected.
+        unsafe { _mm256_storeu_ps(p, v) }
     }
     #[inline(always)]
     fn any_zero_or_nan(self, a: __m256) -> bool {
@@ -303,27 +307,14 @@ impl Simd for Avx2<f32> {
     }
 }
 
-impl Simd for Avx2<f64> {
+impl Arithmetic for Avx2<f64> {
     type Elem = f64;
     type V = __m256d;
-    const LANES: usize = 4;
-    const MAX_TILE_COLS: usize = 6;
-    const NAME: &'static str = "avx2";
     const FUSED_MUL_ADD: bool = true;
 
     #[inline(always)]
     fn splat(self, x: f64) -> __m256d {
         tok!(_mm256_set1_pd(x))
-    }
-    #[inline(always)]
-    unsafe fn load(self, p: *const f64) -> __m256d {
-        // SAFETY: the caller guarantees `p` is readable for 4 doubles; AVX2 is detected.
-        unsafe { _mm256_loadu_pd(p) }
-    }
-    #[inline(always)]
-    unsafe fn store(self, p: *mut f64, v: __m256d) {
-        // SAFETY: the caller guarantees `p` is writable for 4 doubles; AVX2 is detected.
-        unsafe { _mm256_storeu_pd(p, v) }
     }
     #[inline(always)]
     fn add(self, a: __m256d, b: __m256d) -> __m256d {
@@ -381,6 +372,23 @@ impl Simd for Avx2<f64> {
     #[inline(always)]
     fn flush_below(self, a: __m256d, floor: __m256d) -> __m256d {
         tok!(flush_f64x4_below(a, floor))
+    }
+}
+
+impl Simd for Avx2<f64> {
+    const LANES: usize = 4;
+    const MAX_TILE_COLS: usize = 6;
+    const NAME: &'static str = "avx2";
+
+    #[inline(always)]
+    unsafe fn load(self, p: *const f64) -> __m256d {
+        // SAFETY: the caller guarantees `p` is readable for 4 doubles; AVX2 is detected.
+        unsafe { _mm256_loadu_pd(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f64, v: __m256d) {
+        // SAFETY: the caller guarantees `p` is writable for 4 doubles; AVX2 is detected.
+        unsafe { _mm256_storeu_pd(p, v) }
     }
     #[inline(always)]
     fn any_zero_or_nan(self, a: __m256d) -> bool {
@@ -455,27 +463,14 @@ unsafe fn gather_quads(first: *const f32, stride: usize) -> __m512 {
     gathered
 }
 
-impl Simd for Avx512<f32> {
+impl Arithmetic for Avx512<f32> {
     type Elem = f32;
     type V = __m512;
-    const LANES: usize = 16;
-    const MAX_TILE_COLS: usize = 12;
-    const NAME: &'static str = "avx512";
     const FUSED_MUL_ADD: bool = true;
 
     #[inline(always)]
     fn splat(self, x: f32) -> __m512 {
         tok!(_mm512_set1_ps(x))
-    }
-    #[inline(always)]
-    unsafe fn load(self, p: *const f32) -> __m512 {
-        // SAFETY: the caller guarantees `p` is readable for 16 floats; AVX-512F is detected.
-        unsafe { _mm512_loadu_ps(p) }
-    }
-    #[inline(always)]
-    unsafe fn store(self, p: *mut f32, v: __m512) {
-        // SAFETY: the caller guarantees `p` is writable for 16 floats; AVX-512F is detected.
-        unsafe { _mm512_storeu_ps(p, v) }
     }
     #[inline(always)]
     fn add(self, a: __m512, b: __m512) -> __m512 {
@@ -534,6 +529,23 @@ impl Simd for Avx512<f32> {
             let sign_only = _mm512_andnot_si512(magnitude, bits);
             _mm512_castsi512_ps(_mm512_mask_blend_epi32(tiny, bits, sign_only))
         })
+    }
+}
+
+impl Simd for Avx512<f32> {
+    const LANES: usize = 16;
+    const MAX_TILE_COLS: usize = 12;
+    const NAME: &'static str = "avx512";
+
+    #[inline(always)]
+    unsafe fn load(self, p: *const f32) -> __m512 {
+        // SAFETY: the caller guarantees `p` is readable for 16 floats; AVX-512F is detected.
+        unsafe { _mm512_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32, v: __m512) {
+        // SAFETY: the caller guarantees `p` is writable for 16 floats; AVX-512F is detected.
+        unsafe { _mm512_storeu_ps(p, v) }
     }
     #[inline(always)]
     fn any_zero_or_nan(self, a: __m512) -> bool {
@@ -666,27 +678,14 @@ impl Simd for Avx512<f32> {
     }
 }
 
-impl Simd for Avx512<f64> {
+impl Arithmetic for Avx512<f64> {
     type Elem = f64;
     type V = __m512d;
-    const LANES: usize = 8;
-    const MAX_TILE_COLS: usize = 12;
-    const NAME: &'static str = "avx512";
     const FUSED_MUL_ADD: bool = true;
 
     #[inline(always)]
     fn splat(self, x: f64) -> __m512d {
         tok!(_mm512_set1_pd(x))
-    }
-    #[inline(always)]
-    unsafe fn load(self, p: *const f64) -> __m512d {
-        // SAFETY: the caller guarantees `p` is readable for 8 doubles; AVX-512F is detected.
-        unsafe { _mm512_loadu_pd(p) }
-    }
-    #[inline(always)]
-    unsafe fn store(self, p: *mut f64, v: __m512d) {
-        // SAFETY: the caller guarantees `p` is writable for 8 doubles; AVX-512F is detected.
-        unsafe { _mm512_storeu_pd(p, v) }
     }
     #[inline(always)]
     fn add(self, a: __m512d, b: __m512d) -> __m512d {
@@ -737,6 +736,23 @@ impl Simd for Avx512<f64> {
     #[inline(always)]
     fn flush_below(self, a: __m512d, floor: __m512d) -> __m512d {
         tok!(flush_f64x8_below(a, floor))
+    }
+}
+
+impl Simd for Avx512<f64> {
+    const LANES: usize = 8;
+    const MAX_TILE_COLS: usize = 12;
+    const NAME: &'static str = "avx512";
+
+    #[inline(always)]
+    unsafe fn load(self, p: *const f64) -> __m512d {
+        // SAFETY: the caller guarantees `p` is readable for 8 doubles; AVX-512F is detected.
+        unsafe { _mm512_loadu_pd(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f64, v: __m512d) {
+        // SAFETY: the caller guarantees `p` is writable for 8 doubles; AVX-512F is detected.
+        unsafe { _mm512_storeu_pd(p, v) }
     }
     #[inline(always)]
     fn any_zero_or_nan(self, a: __m512d) -> bool {
