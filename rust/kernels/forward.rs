@@ -300,9 +300,8 @@ impl<E: DispatchElement, X: InputElement> SimdTask<E> for RowsTask<'_, E, X> {
 }
 
 /// The first layer over one chunk (`live` rows of `x_chunk`) into `output`, in blocks of its
-/// inputs, each packed (into `packed`) just before its multiply-adds: the whole packed chunk
-/// outsizes L1 (100 KB for 784 float32 features), so every column tile would read it from L2,
-/// and packing would write it there. With `look_for_zero_steps`, steps whose inputs are zero
+/// inputs (`first_layer_block`: at some levels one), each packed (into `packed`) just before
+/// its multiply-adds. With `look_for_zero_steps`, steps whose inputs are zero
 /// in every row of the chunk are skipped where that changes no bit: with finite weights, and
 /// unless a sum ends at zero or NaN, when the chunk runs again in full. Returns whether the
 /// chunk had steps to skip.
@@ -325,7 +324,7 @@ where
 {
     let features = model.features();
     let chunk = chunk_rows::<S>();
-    let block = first_layer_block::<S>();
+    let block = first_layer_block::<S>(features);
     // (A model without features still runs one block: its bias.)
     let blocks = features.div_ceil(block).max(1);
     let mut skip_zero_steps = model.layers[0].finite_weights && look_for_zero_steps;
@@ -387,14 +386,19 @@ impl<E: DispatchElement> PackedModel<E> {
 /// many.
 const LOOK_FOR_ZERO_STEPS_EVERY: usize = 16;
 
-/// Features per block of a first layer run in blocks of its inputs: as many as make 16 KB of
-/// packed chunk, half the smallest L1 data cache measured (Zen 3/4: 32 KB), the other half left
-/// to the weights the tiles stream through. (On the Xeon, 48 KB of L1, blocks of 8, 16 and
-/// 32 KB measured the same within noise; the blocking itself saved 4-5% of a 10,000-row pass.)
-fn first_layer_block<S: Simd>() -> usize {
-    const PACKED_BLOCK_BYTES: usize = 16 << 10;
+/// Features per block of a first layer run in blocks of its inputs: all of them where the level
+/// runs one block (`Simd::FIRST_LAYER_BLOCK_BYTES`), else as many as make that much packed
+/// chunk. Blocks keep the packed chunk in L1 while every column tile reads it, which made the
+/// Xeon 4-5% faster (AVX-512: 32 rows, 100 KB for 784 float32 features; blocks of 8, 16 and
+/// 32 KB the same within noise there); on Zen 2 (AVX2: 16 rows, 50 KB) one block ran 5.5%
+/// faster than blocks of 16 KB, of which 2% was the last block's 16 steps and the rest each
+/// block's own work: reloading every tile's partial sums, packing and dispatch.
+fn first_layer_block<S: Simd>(features: usize) -> usize {
+    let Some(block_bytes) = S::FIRST_LAYER_BLOCK_BYTES else {
+        return features.max(1);
+    };
     let per_feature = chunk_rows::<S>() * std::mem::size_of::<S::Elem>();
-    (PACKED_BLOCK_BYTES / per_feature / S::LANES).max(1) * S::LANES
+    (block_bytes / per_feature / S::LANES).max(1) * S::LANES
 }
 
 /// One block of the first layer's inputs over one chunk (`packed_block` is `[k.len()][R]`),

@@ -264,6 +264,9 @@ pub trait Simd: Arithmetic + Send + Sync + 'static {
     /// Widest register tile (output columns) the micro-kernel may use at this level:
     /// 2 x cols accumulators + 2 row loads + 1 broadcast must fit the register file.
     const MAX_TILE_COLS: usize;
+    /// Packed bytes per block of a first layer run in blocks of its inputs (`forward.rs`), or
+    /// `None` for one block over the whole packed chunk: whichever measured faster at the level.
+    const FIRST_LAYER_BLOCK_BYTES: Option<usize>;
     const NAME: &'static str;
 
     /// # Safety

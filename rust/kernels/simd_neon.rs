@@ -502,6 +502,8 @@ impl<E: NeonElement> Simd for Neon<E> {
     const LANES: usize = 2 * <E::Register as NeonRegister>::LANES;
     /// 4 x 6 accumulator registers + 4 for the two row loads + 1 broadcast = 29 of 32.
     const MAX_TILE_COLS: usize = 6;
+    /// As at AVX2, whose chunks have the same shape (not measured on Arm).
+    const FIRST_LAYER_BLOCK_BYTES: Option<usize> = None;
     const NAME: &'static str = "neon";
 
     #[inline(always)]

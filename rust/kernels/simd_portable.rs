@@ -122,6 +122,8 @@ macro_rules! impl_portable {
         impl Simd for Portable<$e> {
             const LANES: usize = PORTABLE_LANES;
             const MAX_TILE_COLS: usize = 4;
+            /// As at AVX2, whose chunks have the same shape.
+            const FIRST_LAYER_BLOCK_BYTES: Option<usize> = None;
             const NAME: &'static str = "portable";
 
             #[inline(always)]
