@@ -67,6 +67,16 @@ def tiny(dtype) -> np.ndarray:
     return np.concatenate([smallest * scales, -smallest * scales]).astype(dtype)
 
 
+def subnormal(dtype) -> np.ndarray:
+    """Subnormal inputs of both signs, zeros and the smallest normal number: read as zero
+    (sigmoid reads them through their bits alone), so no operation may see them."""
+    finfo = np.finfo(dtype)
+    magnitudes = np.geomspace(float(finfo.smallest_subnormal), float(finfo.tiny), 801)
+    values = np.concatenate([magnitudes, -magnitudes, [0.0, -0.0]]).astype(dtype)
+    assert np.any((values != 0) & (np.abs(values) < finfo.tiny))
+    return values
+
+
 def moderate(dtype) -> np.ndarray:
     return np.linspace(-10, 10, 10_001).astype(dtype)
 
@@ -81,7 +91,7 @@ def test_the_flags_see_a_subnormal_made_or_read_by_numpy_on_this_thread():
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("function", ["sigmoid", "tanh"])
 def test_elementwise_kernels_on_saturating_inputs_raise_no_subnormal_flag(level, dtype, function):
-    for values in (saturating(dtype), tiny(dtype), moderate(dtype)):
+    for values in (saturating(dtype), tiny(dtype), subnormal(dtype), moderate(dtype)):
         out = np.empty_like(values)
         flags = subnormal_flags(lambda v=values, o=out: _core.elementwise(function, v, o, 1))
         assert flags == 0, f"{function} at {level}: {describe(flags)}"

@@ -194,26 +194,30 @@ where
 
 /// The logistic function, stable for every input: `exp(-|x|)` cannot overflow, and the two
 /// branches keep relative accuracy on both tails. Exactly 0 at -inf and 1 at +inf. Results
-/// below `floor` (at most `NEGLIGIBLE`) are zero.
+/// below `floor` (at most `NEGLIGIBLE`) are zero. Reads `x` only through its bits, so it needs
+/// no flush of subnormal inputs first: they give 1/2, as zero does.
 #[inline(always)]
 pub fn sigmoid<S: Arithmetic>(s: S, x: S::V, floor: S::V) -> S::V
 where
     S::Elem: ExpConstants,
 {
-    let zero = s.splat(S::Elem::ZERO);
-    // Below `EXP_LOWEST`, `e` is about the smallest normal number rather than 0; both give
-    // `1 + e = 1` and both are zeroed below, so the select `exp_nonpositive` adds would change
-    // no bit here.
-    let e = exp_of_clamped(s, s.sub(zero, s.abs(x)));
+    // A zero or subnormal `|x|` is read as the smallest normal number, whose `exp` is exactly
+    // 1 as zero's is (the reduction gives `n = 0`, and next to 1 the polynomial's terms round
+    // away). Below `EXP_LOWEST`, `e` is about the smallest normal number rather than 0; both
+    // give `1 + e = 1` and both are zeroed below, so the select `exp_nonpositive` adds would
+    // change no bit here.
+    let e = exp_of_clamped(s, s.neg_magnitude_normal(x));
     let positive = s.div(s.splat(S::Elem::ONE), s.add(s.splat(S::Elem::ONE), e));
     // The negative tail is `e * positive`. Where `e` is at most 2^-24 (2^-53), `1 + e` rounds
     // to 1, so `positive` is exactly 1 and the product is `e` itself: zeroing `e` below
     // `floor` zeroes exactly the products below it, and no separate pass over the result is
     // needed (`positive` is at least 1/2, far above any floor). Below twice the smallest
-    // normal number the product would underflow, so `e` is zeroed there too.
+    // normal number the product would underflow, so `e` is zeroed there too. (`e` is positive
+    // or NaN, and a NaN `e` makes `positive` NaN, whichever way `e` is zeroed.)
     let twice_min_normal = s.splat(S::Elem::MIN_NORMAL + S::Elem::MIN_NORMAL);
-    let e = s.flush_below(e, s.max(floor, twice_min_normal));
-    s.select_nonneg(x, positive, s.mul(e, positive))
+    let e = s.zero_below_nonneg(e, s.max(floor, twice_min_normal));
+    // By the sign bit: -0 and negative subnormals take the negative branch, also 1/2 (`e` is 1).
+    s.select_by_sign(x, positive, s.mul(e, positive))
 }
 
 /// `tanh(x) = sign(x) * -m / (2 + m)` with `m = expm1(-2|x|)`: no overflow, and relative
@@ -261,13 +265,16 @@ pub fn apply_elementwise<S: Arithmetic>(s: S, activation: Activation, x: S::V, f
 where
     S::Elem: ExpConstants,
 {
-    let x = s.flush_below(x, s.splat(S::Elem::MIN_NORMAL));
+    let min_normal = s.splat(S::Elem::MIN_NORMAL);
     let y = match activation {
-        // sigmoid zeroes its results below `floor` itself, more cheaply.
+        // sigmoid reads subnormal lanes as zero, and zeroes its results below `floor`, itself
+        // and more cheaply.
         Activation::Sigmoid => return sigmoid(s, x, floor),
-        Activation::Relu => relu(s, x),
-        Activation::Tanh => tanh(s, x),
-        Activation::Identity | Activation::Softmax | Activation::LogSoftmax => x,
+        Activation::Relu => relu(s, s.flush_below(x, min_normal)),
+        Activation::Tanh => tanh(s, s.flush_below(x, min_normal)),
+        Activation::Identity | Activation::Softmax | Activation::LogSoftmax => {
+            s.flush_below(x, min_normal)
+        }
     };
     s.flush_below(y, floor)
 }

@@ -254,6 +254,18 @@ pub trait Arithmetic: Copy {
     /// integers, so no floating-point operation reads the lane: a subnormal raises no flag and
     /// costs no microcode assist (tens of times an FMA on Intel cores).
     fn flush_below(self, a: Self::V, floor: Self::V) -> Self::V;
+    /// `-max(|a|, MIN_NORMAL)`: minus the magnitude, a zero or subnormal one read as the
+    /// smallest normal number; NaN stays NaN (with its sign bit set). On the bits: with the
+    /// sign bit set in both, the larger unsigned bits are the larger magnitude (NaN above
+    /// infinity), so no floating-point operation reads a subnormal lane.
+    fn neg_magnitude_normal(self, a: Self::V) -> Self::V;
+    /// `a` where `sign`'s sign bit is clear, `b` where it is set (-0 and NaN included): read
+    /// from the bit, so no floating-point operation reads `sign`.
+    fn select_by_sign(self, sign: Self::V, a: Self::V, b: Self::V) -> Self::V;
+    /// Lanes whose bits, as unsigned integers, are below `floor`'s (a positive number) become
+    /// +0: for lanes of +0 or more, exactly those below `floor`; lanes with the sign bit set,
+    /// NaN included, pass unchanged. Cheaper than `flush_below` where the sign is known.
+    fn zero_below_nonneg(self, a: Self::V, floor: Self::V) -> Self::V;
 }
 
 /// One instruction set at one element width: `Arithmetic`, plus the loads, stores, lane tests

@@ -82,4 +82,20 @@ impl<S: Simd, const N: usize> Arithmetic for Interleaved<S, N> {
     fn flush_below(self, a: Self::V, floor: Self::V) -> Self::V {
         each!(self, |i| Arithmetic::flush_below(self.0, a[i], floor[i]))
     }
+    #[inline(always)]
+    fn neg_magnitude_normal(self, a: Self::V) -> Self::V {
+        each!(self, |i| Arithmetic::neg_magnitude_normal(self.0, a[i]))
+    }
+    #[inline(always)]
+    fn select_by_sign(self, sign: Self::V, a: Self::V, b: Self::V) -> Self::V {
+        each!(self, |i| Arithmetic::select_by_sign(
+            self.0, sign[i], a[i], b[i]
+        ))
+    }
+    #[inline(always)]
+    fn zero_below_nonneg(self, a: Self::V, floor: Self::V) -> Self::V {
+        each!(self, |i| Arithmetic::zero_below_nonneg(
+            self.0, a[i], floor[i]
+        ))
+    }
 }

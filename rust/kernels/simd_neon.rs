@@ -93,6 +93,13 @@ pub trait NeonRegister: Copy + Send + Sync + 'static {
     /// Lanes whose magnitude is below `floor`'s become zero of their sign, compared as
     /// integers on the bits (see `Arithmetic::flush_below`).
     fn flush_below(a: Self, floor: Self) -> Self;
+    /// `-max(|a|, MIN_NORMAL)` on the bits (see `Arithmetic::neg_magnitude_normal`).
+    fn neg_magnitude_normal(a: Self) -> Self;
+    /// Lanes whose sign bit is set (-0 and NaN included), read from the bit.
+    fn sign_set(a: Self) -> Self::Mask;
+    /// Lanes whose bits are below `floor`'s, as unsigned integers, become +0 (see
+    /// `Arithmetic::zero_below_nonneg`).
+    fn zero_below_nonneg(a: Self, floor: Self) -> Self;
     /// `2^n` for integral `n` whose result is a normal number: the exponent field built directly.
     fn exp2_integral(n: Self) -> Self;
     /// Transposes the `LANES x LANES` block `rows` (exactly `LANES` registers).
@@ -203,6 +210,26 @@ impl NeonRegister for float32x4_t {
             let floor = vandq_u32(vreinterpretq_u32_f32(floor), magnitude);
             let tiny = vcltq_u32(vandq_u32(bits, magnitude), floor);
             vreinterpretq_f32_u32(vbicq_u32(bits, vandq_u32(tiny, magnitude)))
+        })
+    }
+    #[inline(always)]
+    fn neg_magnitude_normal(a: Self) -> Self {
+        neon!({
+            let negative = vorrq_u32(vreinterpretq_u32_f32(a), vdupq_n_u32(1 << 31));
+            let nearest = vdupq_n_u32((-f32::MIN_POSITIVE).to_bits());
+            vreinterpretq_f32_u32(vmaxq_u32(negative, nearest))
+        })
+    }
+    #[inline(always)]
+    fn sign_set(a: Self) -> uint32x4_t {
+        neon!(vcltzq_s32(vreinterpretq_s32_f32(a)))
+    }
+    #[inline(always)]
+    fn zero_below_nonneg(a: Self, floor: Self) -> Self {
+        neon!({
+            let bits = vreinterpretq_u32_f32(a);
+            let kept = vcgeq_u32(bits, vreinterpretq_u32_f32(floor));
+            vreinterpretq_f32_u32(vandq_u32(bits, kept))
         })
     }
     #[inline(always)]
@@ -346,6 +373,28 @@ impl NeonRegister for float64x2_t {
             let floor = vandq_u64(vreinterpretq_u64_f64(floor), magnitude);
             let tiny = vcltq_u64(vandq_u64(bits, magnitude), floor);
             vreinterpretq_f64_u64(vbicq_u64(bits, vandq_u64(tiny, magnitude)))
+        })
+    }
+    #[inline(always)]
+    fn neg_magnitude_normal(a: Self) -> Self {
+        // No 64-bit UMAX: a compare and a select.
+        neon!({
+            let negative = vorrq_u64(vreinterpretq_u64_f64(a), vdupq_n_u64(1 << 63));
+            let nearest = vdupq_n_u64((-f64::MIN_POSITIVE).to_bits());
+            let raise = vcgtq_u64(nearest, negative);
+            vreinterpretq_f64_u64(vbslq_u64(raise, nearest, negative))
+        })
+    }
+    #[inline(always)]
+    fn sign_set(a: Self) -> uint64x2_t {
+        neon!(vcltzq_s64(vreinterpretq_s64_f64(a)))
+    }
+    #[inline(always)]
+    fn zero_below_nonneg(a: Self, floor: Self) -> Self {
+        neon!({
+            let bits = vreinterpretq_u64_f64(a);
+            let kept = vcgeq_u64(bits, vreinterpretq_u64_f64(floor));
+            vreinterpretq_f64_u64(vandq_u64(bits, kept))
         })
     }
     #[inline(always)]
@@ -495,6 +544,21 @@ impl<E: NeonElement> Arithmetic for Neon<E> {
     #[inline(always)]
     fn flush_below(self, a: Self::V, floor: Self::V) -> Self::V {
         halves!(flush_below(a, floor))
+    }
+    #[inline(always)]
+    fn neg_magnitude_normal(self, a: Self::V) -> Self::V {
+        halves!(neg_magnitude_normal(a))
+    }
+    #[inline(always)]
+    fn select_by_sign(self, sign: Self::V, a: Self::V, b: Self::V) -> Self::V {
+        Pair {
+            low: E::Register::select(E::Register::sign_set(sign.low), b.low, a.low),
+            high: E::Register::select(E::Register::sign_set(sign.high), b.high, a.high),
+        }
+    }
+    #[inline(always)]
+    fn zero_below_nonneg(self, a: Self::V, floor: Self::V) -> Self::V {
+        halves!(zero_below_nonneg(a, floor))
     }
 }
 

@@ -117,6 +117,30 @@ macro_rules! impl_portable {
                     }
                 })
             }
+            #[inline(always)]
+            fn neg_magnitude_normal(self, a: Self::V) -> Self::V {
+                const SIGN: $bits = 1 << (<$bits>::BITS - 1);
+                let nearest = (-<$e>::MIN_POSITIVE).to_bits();
+                portable_lanewise!(a, |x| <$e>::from_bits((x.to_bits() | SIGN).max(nearest)))
+            }
+            #[inline(always)]
+            fn select_by_sign(self, sign: Self::V, a: Self::V, b: Self::V) -> Self::V {
+                let mut r = a;
+                for i in 0..PORTABLE_LANES {
+                    if sign[i].is_sign_negative() {
+                        r[i] = b[i];
+                    }
+                }
+                r
+            }
+            #[inline(always)]
+            fn zero_below_nonneg(self, a: Self::V, floor: Self::V) -> Self::V {
+                portable_zip!(a, floor, |x, f| if x.to_bits() < f.to_bits() {
+                    0.0
+                } else {
+                    x
+                })
+            }
         }
 
         impl Simd for Portable<$e> {

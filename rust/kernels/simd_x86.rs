@@ -204,6 +204,26 @@ impl Arithmetic for Avx2<f32> {
     fn flush_below(self, a: __m256, floor: __m256) -> __m256 {
         tok!(flush_f32x8_below(a, floor))
     }
+    #[inline(always)]
+    fn neg_magnitude_normal(self, a: __m256) -> __m256 {
+        tok!({
+            let negative = _mm256_or_si256(_mm256_castps_si256(a), _mm256_set1_epi32(i32::MIN));
+            let nearest = _mm256_set1_epi32((-f32::MIN_POSITIVE).to_bits() as i32);
+            _mm256_castsi256_ps(_mm256_max_epu32(negative, nearest))
+        })
+    }
+    #[inline(always)]
+    fn select_by_sign(self, sign: __m256, a: __m256, b: __m256) -> __m256 {
+        tok!(_mm256_blendv_ps(a, b, sign))
+    }
+    #[inline(always)]
+    fn zero_below_nonneg(self, a: __m256, floor: __m256) -> __m256 {
+        tok!({
+            let bits = _mm256_castps_si256(a);
+            let kept = _mm256_cmpeq_epi32(_mm256_max_epu32(bits, _mm256_castps_si256(floor)), bits);
+            _mm256_castsi256_ps(_mm256_and_si256(kept, bits))
+        })
+    }
 }
 
 impl Simd for Avx2<f32> {
@@ -375,6 +395,33 @@ impl Arithmetic for Avx2<f64> {
     fn flush_below(self, a: __m256d, floor: __m256d) -> __m256d {
         tok!(flush_f64x4_below(a, floor))
     }
+    #[inline(always)]
+    fn neg_magnitude_normal(self, a: __m256d) -> __m256d {
+        // AVX2 has no 64-bit max: a signed compare, which orders values with the sign bit
+        // set as the unsigned one does, and a blend.
+        tok!({
+            let negative = _mm256_or_si256(_mm256_castpd_si256(a), _mm256_set1_epi64x(i64::MIN));
+            let nearest = _mm256_set1_epi64x((-f64::MIN_POSITIVE).to_bits() as i64);
+            let raise = _mm256_cmpgt_epi64(nearest, negative);
+            _mm256_castsi256_pd(_mm256_blendv_epi8(negative, nearest, raise))
+        })
+    }
+    #[inline(always)]
+    fn select_by_sign(self, sign: __m256d, a: __m256d, b: __m256d) -> __m256d {
+        tok!(_mm256_blendv_pd(a, b, sign))
+    }
+    #[inline(always)]
+    fn zero_below_nonneg(self, a: __m256d, floor: __m256d) -> __m256d {
+        // No unsigned 64-bit compare either: flipping both sign bits turns the unsigned order
+        // into the signed one.
+        tok!({
+            let sign = _mm256_set1_epi64x(i64::MIN);
+            let bits = _mm256_castpd_si256(a);
+            let floor = _mm256_xor_si256(_mm256_castpd_si256(floor), sign);
+            let tiny = _mm256_cmpgt_epi64(floor, _mm256_xor_si256(bits, sign));
+            _mm256_castsi256_pd(_mm256_andnot_si256(tiny, bits))
+        })
+    }
 }
 
 impl Simd for Avx2<f64> {
@@ -533,6 +580,29 @@ impl Arithmetic for Avx512<f32> {
             let sign_only = _mm512_andnot_si512(magnitude, bits);
             _mm512_castsi512_ps(_mm512_mask_blend_epi32(tiny, bits, sign_only))
         })
+    }
+    #[inline(always)]
+    fn neg_magnitude_normal(self, a: __m512) -> __m512 {
+        tok!({
+            let negative = _mm512_or_si512(_mm512_castps_si512(a), _mm512_set1_epi32(i32::MIN));
+            let nearest = _mm512_set1_epi32((-f32::MIN_POSITIVE).to_bits() as i32);
+            _mm512_castsi512_ps(_mm512_max_epu32(negative, nearest))
+        })
+    }
+    #[inline(always)]
+    fn select_by_sign(self, sign: __m512, a: __m512, b: __m512) -> __m512 {
+        tok!(_mm512_mask_blend_ps(
+            _mm512_cmplt_epi32_mask(_mm512_castps_si512(sign), _mm512_setzero_si512()),
+            a,
+            b
+        ))
+    }
+    #[inline(always)]
+    fn zero_below_nonneg(self, a: __m512, floor: __m512) -> __m512 {
+        tok!(_mm512_maskz_mov_ps(
+            _mm512_cmpge_epu32_mask(_mm512_castps_si512(a), _mm512_castps_si512(floor)),
+            a
+        ))
     }
 }
 
@@ -742,6 +812,29 @@ impl Arithmetic for Avx512<f64> {
     #[inline(always)]
     fn flush_below(self, a: __m512d, floor: __m512d) -> __m512d {
         tok!(flush_f64x8_below(a, floor))
+    }
+    #[inline(always)]
+    fn neg_magnitude_normal(self, a: __m512d) -> __m512d {
+        tok!({
+            let negative = _mm512_or_si512(_mm512_castpd_si512(a), _mm512_set1_epi64(i64::MIN));
+            let nearest = _mm512_set1_epi64((-f64::MIN_POSITIVE).to_bits() as i64);
+            _mm512_castsi512_pd(_mm512_max_epu64(negative, nearest))
+        })
+    }
+    #[inline(always)]
+    fn select_by_sign(self, sign: __m512d, a: __m512d, b: __m512d) -> __m512d {
+        tok!(_mm512_mask_blend_pd(
+            _mm512_cmplt_epi64_mask(_mm512_castpd_si512(sign), _mm512_setzero_si512()),
+            a,
+            b
+        ))
+    }
+    #[inline(always)]
+    fn zero_below_nonneg(self, a: __m512d, floor: __m512d) -> __m512d {
+        tok!(_mm512_maskz_mov_pd(
+            _mm512_cmpge_epu64_mask(_mm512_castpd_si512(a), _mm512_castpd_si512(floor)),
+            a
+        ))
     }
 }
 

@@ -605,6 +605,29 @@ impl<E: DispatchElement> SimdTask<E> for VocabularyTask {
                     &|i| if a[i] >= S::Elem::ZERO { b[i] } else { a[i] },
                 );
                 check(
+                    &format!("select_by_sign {ctx}"),
+                    s.select_by_sign(va, vb, va),
+                    &|i| {
+                        if a[i].to_f64().is_sign_negative() {
+                            a[i]
+                        } else {
+                            b[i]
+                        }
+                    },
+                );
+                check(
+                    &format!("zero_below_nonneg {ctx}"),
+                    s.zero_below_nonneg(va, vfloor),
+                    &|i| {
+                        let x = a[i].to_f64();
+                        if !x.is_sign_negative() && x < floor[i].to_f64() {
+                            S::Elem::ZERO
+                        } else {
+                            a[i]
+                        }
+                    },
+                );
+                check(
                     &format!("flush_below {ctx}"),
                     s.flush_below(va, vfloor),
                     &|i| {
@@ -622,6 +645,10 @@ impl<E: DispatchElement> SimdTask<E> for VocabularyTask {
             }
             let a: Vec<S::Elem> = (0..lanes).map(|i| values[(first_a + i) % n]).collect();
             let va = load(&a);
+            check("neg_magnitude_normal", s.neg_magnitude_normal(va), &|i| {
+                let magnitude = a[i].to_f64().abs().max(E::MIN_NORMAL.to_f64());
+                S::Elem::from_f64(if a[i].is_nan() { f64::NAN } else { -magnitude })
+            });
             check("abs", s.abs(va), &|i| {
                 S::Elem::from_f64(a[i].to_f64().abs())
             });
