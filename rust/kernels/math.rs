@@ -207,17 +207,18 @@ where
     // give `1 + e = 1` and both are zeroed below, so the select `exp_nonpositive` adds would
     // change no bit here.
     let e = exp_of_clamped(s, s.neg_magnitude_normal(x));
-    let positive = s.div(s.splat(S::Elem::ONE), s.add(s.splat(S::Elem::ONE), e));
-    // The negative tail is `e * positive`. Where `e` is at most 2^-24 (2^-53), `1 + e` rounds
-    // to 1, so `positive` is exactly 1 and the product is `e` itself: zeroing `e` below
-    // `floor` zeroes exactly the products below it, and no separate pass over the result is
-    // needed (`positive` is at least 1/2, far above any floor). Below twice the smallest
-    // normal number the product would underflow, so `e` is zeroed there too. (`e` is positive
-    // or NaN, and a NaN `e` makes `positive` NaN, whichever way `e` is zeroed.)
+    // `1 / (1 + e)` for `x >= 0`, `e / (1 + e)` below: one division with the numerator chosen
+    // by `x`'s sign bit (-0 and negative subnormals take `e`, which is 1 there, also giving
+    // 1/2), rounded once, and shorter than a reciprocal then a product on the chain a core's
+    // out-of-order window has to hide. Where `e` is at most 2^-24 (2^-53), `1 + e` rounds to 1,
+    // so the negative tail is `e` itself: zeroing `e` below `floor` zeroes exactly the results
+    // below it, with no separate pass over them. Below twice the smallest normal number the
+    // quotient would underflow, so `e` is zeroed there too. (`e` is positive or NaN, and a NaN
+    // `e` makes the denominator NaN, whichever way the numerator's `e` is zeroed.)
+    let one = s.splat(S::Elem::ONE);
     let twice_min_normal = s.splat(S::Elem::MIN_NORMAL + S::Elem::MIN_NORMAL);
-    let e = s.zero_below_nonneg(e, s.max(floor, twice_min_normal));
-    // By the sign bit: -0 and negative subnormals take the negative branch, also 1/2 (`e` is 1).
-    s.select_by_sign(x, positive, s.mul(e, positive))
+    let tail = s.zero_below_nonneg(e, s.max(floor, twice_min_normal));
+    s.div(s.select_by_sign(x, one, tail), s.add(one, e))
 }
 
 /// `tanh(x) = sign(x) * -m / (2 + m)` with `m = expm1(-2|x|)`: no overflow, and relative
