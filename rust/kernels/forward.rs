@@ -301,10 +301,10 @@ impl<E: DispatchElement, X: InputElement> SimdTask<E> for RowsTask<'_, E, X> {
 
 /// The first layer over one chunk (`live` rows of `x_chunk`) into `output`, in blocks of its
 /// inputs (`first_layer_block`: at some levels one), each packed (into `packed`) just before
-/// its multiply-adds. With `look_for_zero_steps`, steps whose inputs are zero
-/// in every row of the chunk are skipped where that changes no bit: with finite weights, and
-/// unless a sum ends at zero or NaN, when the chunk runs again in full. Returns whether the
-/// chunk had steps to skip.
+/// its multiply-adds. With `look_for_zero_steps`, steps whose inputs are zero in every row of
+/// the chunk are skipped where that changes no bit: with finite weights, and unless a sum ends
+/// at zero or NaN, when the chunk runs again in full. Returns whether the chunk had steps to
+/// skip.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)] // a model, one chunk's rows and the buffers it runs in
 fn first_layer_in_blocks<S: Simd, X: InputElement>(
