@@ -387,18 +387,28 @@ impl<E: DispatchElement> PackedModel<E> {
 const LOOK_FOR_ZERO_STEPS_EVERY: usize = 16;
 
 /// Features per block of a first layer run in blocks of its inputs: all of them where the level
-/// runs one block (`Simd::FIRST_LAYER_BLOCK_BYTES`), else as many as make that much packed
-/// chunk. Blocks keep the packed chunk in L1 while every column tile reads it, which made the
-/// Xeon 4-5% faster (AVX-512: 32 rows, 100 KB for 784 float32 features; blocks of 8, 16 and
-/// 32 KB the same within noise there); on Zen 2 (AVX2: 16 rows, 50 KB) one block ran 5.5%
-/// faster than blocks of 16 KB, of which 2% was the last block's 16 steps and the rest each
+/// runs one block (`Simd::FIRST_LAYER_BLOCK_BYTES`), else blocks of equal width of at most that
+/// much packed chunk. Blocks keep the packed chunk in L1 while every column tile reads it, which
+/// made the Xeon 4-5% faster (AVX-512: 32 rows, 100 KB for 784 float32 features; blocks of 8,
+/// 16 and 32 KB the same within noise there); on Zen 2 (AVX2: 16 rows, 50 KB) one block ran
+/// 5.5% faster than blocks of 16 KB, of which 2% was the last block's 16 steps and the rest each
 /// block's own work: reloading every tile's partial sums, packing and dispatch.
 fn first_layer_block<S: Simd>(features: usize) -> usize {
     let Some(block_bytes) = S::FIRST_LAYER_BLOCK_BYTES else {
         return features.max(1);
     };
     let per_feature = chunk_rows::<S>() * std::mem::size_of::<S::Elem>();
-    (block_bytes / per_feature / S::LANES).max(1) * S::LANES
+    let widest = (block_bytes / per_feature / S::LANES).max(1) * S::LANES;
+    balanced_block(features, widest, S::LANES)
+}
+
+/// The width of `features.div_ceil(widest)` blocks of nearly equal width, a multiple of `lanes`
+/// (`widest` is one): 784 features at most 128 wide are 7 x 112, not 6 x 128 and a last block
+/// of 16 steps, for which every column tile would reload and store its partial sums (the Xeon
+/// ran 10,000 rows 2-3% faster).
+fn balanced_block(features: usize, widest: usize, lanes: usize) -> usize {
+    let blocks = features.div_ceil(widest).max(1);
+    (features.div_ceil(blocks).div_ceil(lanes) * lanes).max(lanes)
 }
 
 /// One block of the first layer's inputs over one chunk (`packed_block` is `[k.len()][R]`),
@@ -863,7 +873,7 @@ fn emit_row<E: Element>(values: &[E], row: usize, sink: &mut Sink<'_, E>) {
 mod tests {
     use std::ops::Range;
 
-    use super::{split_evenly, split_vectors, MIN_MACS_PER_TASK};
+    use super::{balanced_block, split_evenly, split_vectors, MIN_MACS_PER_TASK};
 
     /// Runs `split(units, macs, threads)` over a range of sizes and checks what every split
     /// owes: parts only where there are threads to share them, at most four per thread and one
@@ -910,5 +920,24 @@ mod tests {
             let last = parts.last().unwrap();
             assert!(last.len() >= 2, "{vectors}: {parts:?}");
         });
+    }
+
+    #[test]
+    fn balanced_blocks_are_as_few_as_the_widest_allow_and_lane_aligned() {
+        assert_eq!(balanced_block(784, 128, 16), 112);
+        for lanes in [4, 8, 16] {
+            for widest in (1..=10).map(|n| n * lanes) {
+                for features in 0..400 {
+                    let block = balanced_block(features, widest, lanes);
+                    assert!(block > 0 && block.is_multiple_of(lanes) && block <= widest);
+                    let blocks = features.div_ceil(block);
+                    assert_eq!(blocks, features.div_ceil(widest), "{features} {widest}");
+                    // No block is shorter than the others by a vector or more, but the last,
+                    // by less than one per block.
+                    let last = features - (blocks.max(1) - 1) * block;
+                    assert!(features == 0 || block - last < blocks * lanes, "{features}");
+                }
+            }
+        }
     }
 }
