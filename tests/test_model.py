@@ -468,6 +468,7 @@ def test_single_rows_skip_zero_pixels_without_changing_a_bit(level, dtype, rng):
     K = 70
     pixels = (rng.integers(1, 256, (120, K)) * (rng.random((120, K)) < 0.2)).astype(np.uint8)
     pixels[5] = 0
+    pixels[9] = rng.integers(1, 256, K)  # a dense row among sparse ones: nothing to skip
     W1 = (rng.integers(-8, 9, (K, 12)) / 8).astype(dtype)
     W2 = (rng.integers(-8, 9, (12, 10)) / 8).astype(dtype)
     b1 = np.where(np.arange(12) % 2 == 0, 0.0, -0.0).astype(dtype)
@@ -484,10 +485,17 @@ def test_single_rows_skip_zero_pixels_without_changing_a_bit(level, dtype, rng):
             whole = model.predict_proba(X)
             singles = np.stack([model.predict_proba(row) for row in X])
             assert singles.tobytes() == whole.tobytes(), (model.out_activation_, X.dtype)
+            # Batches of fewer rows than half a chunk run their rows through the single-row
+            # path together (skipping the steps zero in all of them): 2 to 16 rows cover every
+            # group size at every level, and the rows left after whole chunks.
+            for batch_size in range(2, 17):
+                batched = model.predict_proba(X, batch_size)
+                assert batched.tobytes() == whole.tobytes(), (batch_size, X.dtype)
             if model.out_activation_ == "softmax":
                 log_whole = model.predict_log_proba(X)
                 log_singles = np.stack([model.predict_log_proba(row) for row in X])
                 assert log_singles.tobytes() == log_whole.tobytes()
+                assert model.predict_log_proba(X, 5).tobytes() == log_whole.tobytes()
     assert np.isnan(models[0].predict_proba(with_nan[7])).all()
 
 

@@ -120,6 +120,10 @@ unsafe fn column_tile<S: Simd, const C: usize>(
             }
         }
         for c in 0..C {
+            if last_block {
+                low[c] = s.settle_nan(low[c]);
+                high[c] = s.settle_nan(high[c]);
+            }
             s.store(dst.add(c * rows), low[c]);
             s.store(dst.add(c * rows + lanes), high[c]);
         }
@@ -325,18 +329,21 @@ pub fn nonzero_steps<S: Simd>(
     count
 }
 
-/// `B` vectors of outputs for one row, vector `b` at element offset `b * LANES` of `w`'s rows,
-/// `bias` and `dst`, except the last, at `last` (the last vector of a layer is shifted back to
-/// end at its last output; overlapping lanes compute identical values, so the overlapping
-/// stores agree). Independent FMA chains over k, one per vector, then the element-wise
+/// `B` vectors of outputs for each of `R` rows (a single row, or the few rows a batch leaves
+/// after its last whole chunk), vector `b` at element offset `b * LANES` of `w`'s rows, `bias`
+/// and each row's `dst`, except the last, at `last` (the last vector of a layer is shifted back
+/// to end at its last output; overlapping lanes compute identical values, so the overlapping
+/// stores agree). Independent FMA chains over k, one per vector and row, then the element-wise
 /// activation in registers. All offsets but `last` are constants, so the loop keeps no
-/// register per vector for them.
+/// register per vector for them. The rows share each step's weight vectors: one row's GEMV is
+/// bound by streaming the weights from L2, so `R` rows take little longer than one. Each row's
+/// sums run exactly as they would alone, so a row's result does not depend on its neighbours.
 ///
-/// With `nonzero`, only those steps k run (ascending): the others have a zero input, and with
-/// finite weights their products are zeros, which change no sum but a zero one (its sign) or a
-/// NaN one (a signalling NaN bias is quieted by the first step run, and which NaN wins depends
-/// on the order NaNs meet). The result then says whether any sum ended at zero or NaN, where the
-/// full sum might have set other bits.
+/// With `nonzero`, only those steps k run (ascending): the others have a zero input in every
+/// row, and with finite weights their products are zeros, which change no sum but a zero one
+/// (its sign) or a NaN one (a signalling NaN bias is quieted by the first step run, and which
+/// NaN wins depends on the order NaNs meet). The result then says whether any sum ended at zero
+/// or NaN, where the full sum might have set other bits.
 ///
 /// With `stream`, each step also asks for its row's next `B` vectors (the next block's) to be
 /// brought into L2: a weight matrix too large for the caches is otherwise read one short
@@ -344,14 +351,18 @@ pub fn nonzero_steps<S: Simd>(
 /// not fetch ahead across rows that far apart.
 ///
 /// # Safety
-/// `w` must be readable at `k * stride + offset .. + LANES` for every `k < input.len()` and
-/// offset; `bias` and `dst` at `offset .. + LANES`; every `nonzero` index is below
-/// `input.len()`.
+/// `w` must be readable at `k * stride + offset .. + LANES` for every `k < inputs[r].len()`
+/// and offset; `bias` and every `dst` at `offset .. + LANES`; all `inputs` have the same length,
+/// and every `nonzero` index is below it.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)] // the micro-kernel's operands, passed as raw parts
-unsafe fn gemv_block<S: Simd, const B: usize>(
+// Indices, not iterators, over the accumulators: through references to them (`iter().flatten()`
+// and the like), LLVM kept a copy of every accumulator in memory, storing each one after each
+// multiply-add, which made 4 rows twice as slow as 2.
+#[allow(clippy::needless_range_loop)]
+unsafe fn gemv_block<S: Simd, const B: usize, const R: usize>(
     s: S,
-    input: &[S::Elem],
+    inputs: [&[S::Elem]; R],
     nonzero: Option<&[u32]>,
     w: *const S::Elem,
     stride: usize,
@@ -359,28 +370,35 @@ unsafe fn gemv_block<S: Simd, const B: usize>(
     last: usize,
     activation: Activation,
     floor: S::Elem,
-    dst: *mut S::Elem,
+    dst: [*mut S::Elem; R],
     stream: bool,
 ) -> bool
 where
     S::Elem: ExpConstants,
 {
     let offset = |b: usize| if b + 1 == B { last } else { b * S::LANES };
+    let steps = inputs.first().map_or(0, |input| input.len());
     // SAFETY: (whole body) offsets are within the extents the caller guarantees, and so are
-    // the `nonzero` indices read with `get_unchecked`.
+    // the steps k read with `get_unchecked`: below `steps`, every row's length.
     unsafe {
-        let mut acc = [s.splat(S::Elem::ZERO); B];
-        for (b, sum) in acc.iter_mut().enumerate() {
-            *sum = s.load(bias.add(offset(b)));
+        let mut acc = [[s.splat(S::Elem::ZERO); B]; R];
+        for r in 0..R {
+            for b in 0..B {
+                acc[r][b] = s.load(bias.add(offset(b)));
+            }
         }
         // A macro, not a closure: a closure would be compiled outside the caller's target
         // features.
         macro_rules! step {
-            ($k:expr, $x:expr) => {{
-                let xk = s.splat($x);
-                let wk = w.add($k * stride);
-                for (b, sum) in acc.iter_mut().enumerate() {
-                    *sum = s.mul_add(xk, s.load(wk.add(offset(b))), *sum);
+            ($k:expr) => {{
+                let k = $k;
+                let xk: [S::V; R] = std::array::from_fn(|r| s.splat(*inputs[r].get_unchecked(k)));
+                let wk = w.add(k * stride);
+                for b in 0..B {
+                    let weights = s.load(wk.add(offset(b)));
+                    for r in 0..R {
+                        acc[r][b] = s.mul_add(xk[r], weights, acc[r][b]);
+                    }
                 }
                 if stream {
                     for b in 0..B {
@@ -392,28 +410,32 @@ where
         let mut needs_full_sum = false;
         match nonzero {
             None => {
-                for (k, &x) in input.iter().enumerate() {
-                    step!(k, x);
+                for k in 0..steps {
+                    step!(k);
                 }
             }
-            Some(steps) => {
-                for &k in steps {
-                    let k = k as usize;
-                    step!(k, *input.get_unchecked(k));
+            Some(listed) => {
+                for &k in listed {
+                    step!(k as usize);
                 }
-                for &sum in &acc {
-                    needs_full_sum |= s.any_zero_or_nan(sum);
+                for r in 0..R {
+                    for b in 0..B {
+                        needs_full_sum |= s.any_zero_or_nan(acc[r][b]);
+                    }
                 }
             }
         }
         // Unrolled, unlike the tiles' `apply_elementwise_to`: a block has at most 8 vectors, and
         // a single row's latency measured a few percent slower through the rolled loop.
         let floor = s.splat(floor);
-        for (b, &sum) in acc.iter().enumerate() {
-            s.store(
-                dst.add(offset(b)),
-                apply_elementwise(s, activation, sum, floor),
-            );
+        for r in 0..R {
+            for b in 0..B {
+                let sum = s.settle_nan(acc[r][b]);
+                s.store(
+                    dst[r].add(offset(b)),
+                    apply_elementwise(s, activation, sum, floor),
+                );
+            }
         }
         needs_full_sum
     }
@@ -495,6 +517,71 @@ pub fn single_row_steps<'a, S: Simd>(
     }
 }
 
+/// `single_row_steps` for `R` rows run together (`gemv_block`): the steps whose input is zero
+/// in every row can be skipped, listed when they are at least an eighth of the steps. A row
+/// known to have fewer zeros than that (`known_nonzero`) leaves too few for any to be skipped.
+#[inline(always)]
+pub fn row_group_steps<'a, S: Simd, const R: usize>(
+    s: S,
+    layer: &PackedLayer<S::Elem>,
+    inputs: [&[S::Elem]; R],
+    indices: &'a mut [u32],
+    known_nonzero: [Option<usize>; R],
+) -> Option<&'a [u32]> {
+    let steps = inputs.first().map_or(0, |input| input.len());
+    let sparse = |count: usize| count * 8 <= steps * 7;
+    if !layer.finite_weights || known_nonzero.iter().flatten().any(|&count| !sparse(count)) {
+        return None;
+    }
+    if !sparse(nonzero_in_any_row(s, inputs, None)) {
+        return None;
+    }
+    let count = nonzero_in_any_row(s, inputs, Some(&mut *indices));
+    Some(&indices[..count])
+}
+
+/// How many steps k have a nonzero input (NaN included) in at least one of `inputs` (all of
+/// one length); with `indices`, also writes those k there, ascending.
+#[inline(always)]
+fn nonzero_in_any_row<S: Simd, const R: usize>(
+    s: S,
+    inputs: [&[S::Elem]; R],
+    mut indices: Option<&mut [u32]>,
+) -> usize {
+    let steps = inputs.first().map_or(0, |input| input.len());
+    assert!(inputs.iter().all(|input| input.len() == steps) && steps <= u32::MAX as usize);
+    assert!(indices
+        .as_ref()
+        .is_none_or(|indices| indices.len() >= steps));
+    let lanes = S::LANES;
+    let full = steps - steps % lanes;
+    let mut count = 0;
+    for first in (0..full).step_by(lanes) {
+        let mut mask = 0;
+        for input in inputs {
+            // SAFETY: first + LANES <= full <= input.len().
+            mask |= s.nonzero_mask(unsafe { s.load(input.as_ptr().add(first)) });
+        }
+        if let Some(indices) = indices.as_deref_mut() {
+            // Without a branch per lane, as `store_nonzero_lanes`: which lanes are zero is
+            // data. Each lane's index is written at `count`, which only the nonzero ones pass.
+            for lane in 0..lanes {
+                indices[count] = (first + lane) as u32;
+                count += ((mask >> lane) & 1) as usize;
+            }
+        } else {
+            count += mask.count_ones() as usize;
+        }
+    }
+    for k in full..steps {
+        if let Some(indices) = indices.as_deref_mut() {
+            indices[count] = k as u32;
+        }
+        count += usize::from(inputs.iter().any(|input| input[k] != S::Elem::ZERO));
+    }
+    count
+}
+
 /// How many vectors a single row's output of `layer` takes (the last one may overlap the one
 /// before it, ending exactly at `row_width`).
 pub fn single_row_vectors<S: Simd>(layer: &PackedLayer<S::Elem>) -> usize {
@@ -526,12 +613,35 @@ pub unsafe fn single_row_vector_range<S: Simd>(
 ) where
     S::Elem: ExpConstants,
 {
+    // SAFETY: as this function's own contract.
+    unsafe { row_group_vector_range(s, layer, activation, floor, [input], steps, [dst], vectors) }
+}
+
+/// `single_row_vector_range` for `R` rows at once (`gemv_block`), with `steps` as
+/// `row_group_steps` lists them: each row's values are bit-identical to its own pass.
+///
+/// # Safety
+/// As `single_row_vector_range`, for every row's `dst`; every input has `layer.inputs` values.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)] // a layer, its rows' buffers and the part to compute
+unsafe fn row_group_vector_range<S: Simd, const R: usize>(
+    s: S,
+    layer: &PackedLayer<S::Elem>,
+    activation: Activation,
+    floor: S::Elem,
+    inputs: [&[S::Elem]; R],
+    steps: Option<&[u32]>,
+    dst: [*mut S::Elem; R],
+    vectors: Range<usize>,
+) where
+    S::Elem: ExpConstants,
+{
     let lanes = S::LANES;
     let width = layer.row_width;
-    assert!(input.len() == layer.inputs && width >= lanes);
+    assert!(inputs.iter().all(|input| input.len() == layer.inputs) && width >= lanes);
     assert!(layer.row_major_weights.len() == layer.inputs * width);
     assert!(vectors.end <= width.div_ceil(lanes));
-    debug_assert!(steps.is_none_or(|steps| steps.iter().all(|&k| (k as usize) < input.len())));
+    debug_assert!(steps.is_none_or(|steps| steps.iter().all(|&k| (k as usize) < layer.inputs)));
     let offset_of = |v: usize| (v * lanes).min(width - lanes);
     // Row-wise activations see raw values here and are applied by `finish_single_row`.
     let in_registers = if activation.is_row_wise() {
@@ -542,28 +652,38 @@ pub unsafe fn single_row_vector_range<S: Simd>(
     let stream = std::mem::size_of_val(layer.row_major_weights.as_slice()) > STREAMED_WEIGHT_BYTES;
     let w = layer.row_major_weights.as_ptr();
     let bias = layer.padded_bias.as_ptr();
+    // Every vector of every row is its own FMA chain over k: up to 8 run interleaved for one
+    // row; for several, up to 4 vectors of each, as many as keep the accumulators, the rows'
+    // broadcast inputs and a weight vector within the registers the column tiles already
+    // count on (`MAX_TILE_COLS`): 4 at AVX-512, 4, 3 and 2 for 2, 3 and 4 rows at AVX2.
+    let registers = 2 * S::MAX_TILE_COLS + 3;
+    let widest_block = if R == 1 {
+        8
+    } else {
+        (registers.saturating_sub(R + 1) / R).clamp(1, 4)
+    };
     // A loop, not a closure: a closure would be compiled outside the caller's target features.
     let mut steps = steps;
     loop {
         let mut needs_full_sum = false;
         let mut v = vectors.start;
         while v < vectors.end {
-            // Every vector is its own FMA chain over k: up to 8 run interleaved.
-            let block = (vectors.end - v).min(8);
+            let block = (vectors.end - v).min(widest_block);
+            let first = offset_of(v);
+            let last = offset_of(v + block - 1) - first;
+            let row_dst: [*mut S::Elem; R] = std::array::from_fn(|r| dst[r].wrapping_add(first));
             macro_rules! run_block {
                 ($($count:literal)*) => {
                     match block {
                         $($count => {
-                            let first = offset_of(v);
-                            let last = offset_of(v + $count - 1) - first;
                             // SAFETY: every offset + LANES <= width, the row length of
                             // `row_major_weights` (asserted) and of `padded_bias`; the caller
-                            // gives `dst` for `width` elements and these lanes alone, and steps
-                            // below `input.len()`.
+                            // gives each `dst` for `width` elements and these lanes alone, and
+                            // steps below `layer.inputs`, every input's length (asserted).
                             needs_full_sum |= unsafe {
-                                gemv_block::<S, $count>(
+                                gemv_block::<S, $count, R>(
                                     s,
-                                    input,
+                                    inputs,
                                     steps,
                                     w.add(first),
                                     width,
@@ -571,7 +691,7 @@ pub unsafe fn single_row_vector_range<S: Simd>(
                                     last,
                                     in_registers,
                                     floor,
-                                    dst.add(first),
+                                    row_dst,
                                     stream,
                                 )
                             };
@@ -580,7 +700,11 @@ pub unsafe fn single_row_vector_range<S: Simd>(
                     }
                 };
             }
-            run_block!(1 2 3 4 5 6 7 8);
+            if R == 1 {
+                run_block!(1 2 3 4 5 6 7 8);
+            } else {
+                run_block!(1 2 3 4);
+            }
             v += block;
         }
         if !(needs_full_sum && steps.is_some()) {
@@ -666,4 +790,36 @@ pub fn layer_single_row<S: Simd>(
         )
     };
     finish_single_row(s, layer, activation, floor, out, scratch);
+}
+
+/// `layer_single_row` for `R` rows at once: the few rows a batch leaves after its last whole
+/// chunk, which would otherwise each stream the layer's weights from L2 on their own. Every
+/// row's values are bit-identical to its own `layer_single_row`. `outs[r]` gets row `r`'s
+/// `row_width` values; `known_nonzero[r]` as in `single_row_steps`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)] // a layer, its rows' buffers and what is known of them
+pub fn layer_row_group<S: Simd, const R: usize>(
+    s: S,
+    layer: &PackedLayer<S::Elem>,
+    activation: Activation,
+    floor: S::Elem,
+    inputs: [&[S::Elem]; R],
+    outs: [&mut [S::Elem]; R],
+    scratch: &mut [S::Elem],
+    indices: &mut [u32],
+    known_nonzero: [Option<usize>; R],
+) where
+    S::Elem: ExpConstants,
+{
+    assert!(outs.iter().all(|out| out.len() >= layer.row_width));
+    let steps = row_group_steps(s, layer, inputs, indices, known_nonzero);
+    let vectors = single_row_vectors::<S>(layer);
+    let mut outs = outs;
+    let dst: [*mut S::Elem; R] = std::array::from_fn(|r| outs[r].as_mut_ptr());
+    // SAFETY: every `out` holds `row_width` elements (asserted), each borrowed mutably by this
+    // call alone (so no two alias); `row_group_steps` lists only steps below the inputs' length.
+    unsafe { row_group_vector_range(s, layer, activation, floor, inputs, steps, dst, 0..vectors) };
+    for out in outs.iter_mut() {
+        finish_single_row(s, layer, activation, floor, out, scratch);
+    }
 }

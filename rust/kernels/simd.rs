@@ -266,6 +266,15 @@ pub trait Arithmetic: Copy {
     /// +0: for lanes of +0 or more, exactly those below `floor`; lanes with the sign bit set,
     /// NaN included, pass unchanged. Cheaper than `flush_below` where the sign is known.
     fn zero_below_nonneg(self, a: Self::V, floor: Self::V) -> Self::V;
+    /// A finished sum, its NaN lanes made one fixed NaN where the level's additions do not
+    /// say which of two NaNs they keep; `a` itself elsewhere. An FMA instruction keeps its
+    /// accumulator's NaN (x86's VFMADD231, Arm's FMLA), so every kernel's sums agree bit for
+    /// bit; a separate addition is commutative to the compiler, which may keep either, and
+    /// differently in two kernels.
+    #[inline(always)]
+    fn settle_nan(self, a: Self::V) -> Self::V {
+        a
+    }
 }
 
 /// One instruction set at one element width: `Arithmetic`, plus the loads, stores, lane tests

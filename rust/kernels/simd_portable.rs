@@ -73,6 +73,10 @@ macro_rules! impl_portable {
                 self.add(self.mul(a, b), c)
             }
             #[inline(always)]
+            fn settle_nan(self, a: Self::V) -> Self::V {
+                portable_lanewise!(a, |x| if x.is_nan() { <$e>::NAN } else { *x })
+            }
+            #[inline(always)]
             fn max(self, a: Self::V, b: Self::V) -> Self::V {
                 portable_zip!(a, b, |x, y| if x > y { x } else { y })
             }

@@ -807,3 +807,94 @@ fn interleaved_groups_give_the_bits_of_one_vector_at_a_time_at_every_level() {
         f64::dispatch(level, InterleavedTask);
     }
 }
+
+struct RowGroupStepsTask<'a> {
+    layer: &'a PackedLayer<f32>,
+    rows: [&'a [f32]; 3],
+    known_nonzero: [Option<usize>; 3],
+}
+
+impl SimdTask<f32> for RowGroupStepsTask<'_> {
+    type Output = Option<Vec<u32>>;
+    fn run<S: Simd<Elem = f32>>(self, s: S) -> Option<Vec<u32>> {
+        let mut indices = vec![u32::MAX; self.rows[0].len()];
+        super::microkernel::row_group_steps(
+            s,
+            self.layer,
+            self.rows,
+            &mut indices,
+            self.known_nonzero,
+        )
+        .map(<[u32]>::to_vec)
+    }
+}
+
+#[test]
+fn row_group_steps_list_the_steps_nonzero_in_any_row_at_every_level() {
+    // 37 steps: two whole vectors of 16 lanes (four of 8) and a tail. Zeros of both signs,
+    // a NaN, and rows nonzero at different steps.
+    let steps = 37;
+    let mut rows = [
+        vec![0.0f32; steps],
+        vec![0.0f32; steps],
+        vec![-0.0f32; steps],
+    ];
+    rows[0][3] = 1.0;
+    rows[0][36] = -2.0;
+    rows[1][3] = 5.0;
+    rows[1][17] = f32::NAN;
+    rows[1][30] = -0.0;
+    rows[2][0] = 1e-30;
+    rows[2][33] = f32::INFINITY;
+    let union: Vec<u32> = (0..steps as u32)
+        .filter(|&k| rows.iter().any(|row| row[k as usize] != 0.0))
+        .collect();
+    assert_eq!(union, [0, 3, 17, 33, 36]);
+    let weights = vec![0.5f32; steps * 3];
+    let w = ndarray::ArrayView2::from_shape((steps, 3), &weights).unwrap();
+    let mut infinite = weights.clone();
+    infinite[4] = f32::INFINITY;
+    let w_inf = ndarray::ArrayView2::from_shape((steps, 3), &infinite).unwrap();
+    let dense: Vec<f32> = (0..steps).map(|k| k as f32 + 1.0).collect();
+    for level in levels() {
+        let layer = PackedLayer::new(w, &[0.0; 3], Activation::Identity, level_tile_cols(level));
+        let layer_inf = PackedLayer::new(
+            w_inf,
+            &[0.0; 3],
+            Activation::Identity,
+            level_tile_cols(level),
+        );
+        let run = |layer: &PackedLayer<f32>, group: [&[f32]; 3], known| {
+            f32::dispatch(
+                level,
+                RowGroupStepsTask {
+                    layer,
+                    rows: group,
+                    known_nonzero: known,
+                },
+            )
+        };
+        let group = [&rows[0][..], &rows[1][..], &rows[2][..]];
+        assert_eq!(
+            run(&layer, group, [None; 3]).as_deref(),
+            Some(&union[..]),
+            "{level:?}"
+        );
+        // Known counts that leave room for skipping change nothing; one dense row, or one
+        // infinite weight (0 * inf is NaN), leaves no step to skip.
+        let known = [Some(2), Some(2), Some(2)];
+        assert_eq!(
+            run(&layer, group, known).as_deref(),
+            Some(&union[..]),
+            "{level:?}"
+        );
+        assert_eq!(
+            run(&layer, group, [None, Some(steps), None]),
+            None,
+            "{level:?}"
+        );
+        assert_eq!(run(&layer_inf, group, [None; 3]), None, "{level:?}");
+        let with_dense = [&rows[0][..], &dense[..], &rows[2][..]];
+        assert_eq!(run(&layer, with_dense, [None; 3]), None, "{level:?}");
+    }
+}
