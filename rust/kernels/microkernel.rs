@@ -355,7 +355,8 @@ pub fn nonzero_steps<S: Simd>(
 /// and offset; `bias` and every `dst` at `offset .. + LANES`; all `inputs` have the same length,
 /// and every `nonzero` index is below it.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)] // the micro-kernel's operands, passed as raw parts
+#[allow(clippy::too_many_arguments)]
+// the micro-kernel's operands, passed as raw parts
 // Indices, not iterators, over the accumulators: through references to them (`iter().flatten()`
 // and the like), LLVM kept a copy of every accumulator in memory, storing each one after each
 // multiply-add, which made 4 rows twice as slow as 2.

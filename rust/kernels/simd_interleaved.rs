@@ -98,4 +98,8 @@ impl<S: Simd, const N: usize> Arithmetic for Interleaved<S, N> {
             self.0, a[i], floor[i]
         ))
     }
+    #[inline(always)]
+    fn settle_nan(self, a: Self::V) -> Self::V {
+        each!(self, |i| Arithmetic::settle_nan(self.0, a[i]))
+    }
 }

@@ -569,6 +569,18 @@ impl<E: DispatchElement> SimdTask<E> for VocabularyTask {
                 );
             }
         };
+        let negative_nan = S::Elem::from_f64(-f64::NAN);
+        check(
+            "settle_nan of -NaN",
+            s.settle_nan(load(&vec![negative_nan; lanes])),
+            &|_| {
+                if S::FUSED_MUL_ADD {
+                    negative_nan
+                } else {
+                    S::Elem::from_f64(f64::NAN)
+                }
+            },
+        );
         for first_a in 0..n {
             for first_b in 0..n {
                 let a: Vec<S::Elem> = (0..lanes).map(|i| values[(first_a + i) % n]).collect();
@@ -627,6 +639,14 @@ impl<E: DispatchElement> SimdTask<E> for VocabularyTask {
                         }
                     },
                 );
+                // NaN lanes stay NaN, all one NaN where additions do not say which they keep.
+                check(&format!("settle_nan {ctx}"), s.settle_nan(va), &|i| {
+                    if a[i].to_f64().is_nan() && !S::FUSED_MUL_ADD {
+                        S::Elem::from_f64(f64::NAN)
+                    } else {
+                        a[i]
+                    }
+                });
                 check(
                     &format!("flush_below {ctx}"),
                     s.flush_below(va, vfloor),
