@@ -8,7 +8,7 @@ use super::dispatch::{DispatchElement, Level, SimdTask};
 use super::math::{activation_floor, Activation};
 use super::microkernel::{
     chunk_rows, chunk_tile_range, finish_chunk, finish_single_row, layer_chunk, layer_row_group,
-    layer_single_row, nonzero_steps, single_row_steps, single_row_vector_range, single_row_vectors,
+    nonzero_steps, single_row_steps, single_row_vector_range, single_row_vectors,
 };
 use super::pack::{pack_input_chunk, pack_input_columns, pack_input_row, PackedLayer, MAX_LANES};
 use super::prefetch::Prefetch;
@@ -46,12 +46,15 @@ impl<'a, E> Sink<'a, E> {
     }
 }
 
-/// Chunks with fewer live rows than this go through the single-row path, up to
-/// `MAX_GROUPED_ROWS` rows together: below it, a mostly empty tile costs more than the GEMV.
-/// (On the Xeon a 32-row tile took 19-20 us, and groups of 1 to 4 rows 3.5-4.5 us each, so 8
-/// rows 9.9 us and 15 rows 18 us; at AVX2, 16-row tiles 15.5 us, 4 rows 6 us, 7 rows 11 us.)
-/// Both give bit-identical rows.
-const MIN_TILED_ROWS_DIVISOR: usize = 2;
+/// Chunks with fewer live rows than `chunk / GROUPED_ROWS_DIVISOR` go through the single-row
+/// path, up to `MAX_GROUPED_ROWS` rows together: there a mostly empty tile costs more than the
+/// GEMV. (On the Xeon a 32-row tile took 19-20 us, and groups of 1 to 4 rows 3.5-4.5 us each,
+/// so 8 rows 9.9 us and 15 rows 18 us; at AVX2, 16-row tiles 15.5 us, 4 rows 6 us, 7 rows 11
+/// us.) Where threads split a large layer's columns, rows run one by one, each streaming the
+/// weights, so only chunks below `chunk / SINGLE_ROWS_DIVISOR` do. Every path gives
+/// bit-identical rows.
+const GROUPED_ROWS_DIVISOR: usize = 2;
+const SINGLE_ROWS_DIVISOR: usize = 4;
 
 /// A thread is only worth waking for at least this many multiply-adds (tens of microseconds):
 /// a cross-thread wake-up costs microseconds.
@@ -191,20 +194,19 @@ impl<E: DispatchElement, X: InputElement> SimdTask<E> for RowsTask<'_, E, X> {
         let features = model.features();
         let chunk = chunk_rows::<S>();
         let widest = model.widest_output();
+        // Single rows and groups of rows use the chunk's buffers, a row per `features` or
+        // `widest` elements, and the softmax scratch.
         let tiled_len = (features + 2 * widest) * chunk;
-        let row_len = features + 2 * widest + widest * S::LANES;
+        let softmax_len = widest * S::LANES;
         let slack = LINE_SLACK / std::mem::size_of::<E>();
-        let mut scratch = E::take_scratch(tiled_len + row_len + slack);
+        let mut scratch = E::take_scratch(tiled_len + softmax_len + slack);
         // Room for any layer's list of nonzero inputs: its inputs are the features or an
         // earlier layer's outputs.
         let mut indices = take_index_scratch(features.max(widest));
         {
-            let (tiled, row) = from_cache_line(&mut scratch).split_at_mut(tiled_len);
+            let (tiled, softmax_scratch) = from_cache_line(&mut scratch).split_at_mut(tiled_len);
             let (packed_input, tiled) = tiled.split_at_mut(features * chunk);
             let (chunk_even, chunk_odd) = tiled.split_at_mut(widest * chunk);
-            let (input_row, row) = row.split_at_mut(features);
-            let (row_even, row) = row.split_at_mut(widest);
-            let (row_odd, softmax_scratch) = row.split_at_mut(widest);
 
             // Only the packing depends on the input's type: the layers run in tasks of their
             // own, dispatched again, so their code is compiled once per level and model type
@@ -224,11 +226,16 @@ impl<E: DispatchElement, X: InputElement> SimdTask<E> for RowsTask<'_, E, X> {
                 .layers
                 .iter()
                 .all(|layer| column_parts::<S>(layer, threads).is_none());
+            let single_path_divisor = if rows_grouped {
+                GROUPED_ROWS_DIVISOR
+            } else {
+                SINGLE_ROWS_DIVISOR
+            };
             let mut start = 0;
             while start < rows {
                 let live = (rows - start).min(chunk);
                 let x_chunk = &x[start * features..(start + live) * features];
-                if live * MIN_TILED_ROWS_DIVISOR >= chunk {
+                if live * single_path_divisor >= chunk {
                     // The first layer, the longest, pulls in the next chunk's rows as it goes.
                     let next_end = (start + live + chunk).min(rows);
                     let next_rows =
@@ -274,12 +281,27 @@ impl<E: DispatchElement, X: InputElement> SimdTask<E> for RowsTask<'_, E, X> {
                             sink: &mut sink,
                         },
                     );
-                } else if rows_grouped && live > 1 {
+                } else {
+                    // Rows run one by one where threads split a layer's columns for each.
+                    let most_grouped = if rows_grouped { MAX_GROUPED_ROWS } else { 1 };
                     let mut r = 0;
                     while r < live {
-                        let group = (live - r).min(MAX_GROUPED_ROWS);
+                        let group = (live - r).min(most_grouped);
                         let group_x = &x_chunk[r * features..(r + group) * features];
-                        let first_row = start + r;
+                        // Always through a copy, even for rows already of the model's type:
+                        // the copy is where subnormal inputs are read as zero (by their bits),
+                        // as the batch's packing reads them, and it counts the nonzero values
+                        // on the way. (A loop, not `array::from_fn`: a closure would be
+                        // compiled outside the caller's target features.)
+                        let mut input_nonzero = [0; MAX_GROUPED_ROWS];
+                        for (i, nonzero) in input_nonzero.iter_mut().enumerate().take(group) {
+                            *nonzero = pack_input_row(
+                                s,
+                                &group_x[i * features..(i + 1) * features],
+                                model.input_scale,
+                                &mut packed_input[i * features..(i + 1) * features],
+                            );
+                        }
                         macro_rules! run_group {
                             ($($rows:literal)*) => {
                                 match group {
@@ -288,22 +310,17 @@ impl<E: DispatchElement, X: InputElement> SimdTask<E> for RowsTask<'_, E, X> {
                                         RowGroupLayersTask::<'_, '_, E, $rows> {
                                             model,
                                             log,
-                                            input_nonzero: std::array::from_fn(|i| {
-                                                pack_input_row(
-                                                    s,
-                                                    &group_x[i * features..(i + 1) * features],
-                                                    model.input_scale,
-                                                    &mut packed_input
-                                                        [i * features..(i + 1) * features],
-                                                )
-                                            }),
+                                            threads,
+                                            input_nonzero: input_nonzero[..$rows]
+                                                .try_into()
+                                                .expect("as many counts as rows"),
                                             inputs: &packed_input[..$rows * features],
                                             even: chunk_even,
                                             odd: chunk_odd,
                                             row_stride: widest,
                                             softmax_scratch,
                                             indices: &mut indices,
-                                            first_row,
+                                            first_row: start + r,
                                             sink: &mut sink,
                                         },
                                     ),)*
@@ -313,31 +330,6 @@ impl<E: DispatchElement, X: InputElement> SimdTask<E> for RowsTask<'_, E, X> {
                         }
                         run_group!(1 2 3 4);
                         r += group;
-                    }
-                } else {
-                    for r in 0..live {
-                        let row = &x_chunk[r * features..(r + 1) * features];
-                        // Always through a copy, even for a row already of the model's type:
-                        // the copy is where subnormal inputs are read as zero (by their bits),
-                        // as the batch's packing reads them, and it counts the nonzero values
-                        // on the way.
-                        let nonzero = pack_input_row(s, row, model.input_scale, input_row);
-                        E::dispatch(
-                            model.level,
-                            RowLayersTask {
-                                model,
-                                log,
-                                threads,
-                                input: input_row,
-                                input_nonzero: nonzero,
-                                even: row_even,
-                                odd: row_odd,
-                                softmax_scratch,
-                                indices: &mut indices,
-                                row: start + r,
-                                sink: &mut sink,
-                            },
-                        );
                     }
                 }
                 start += live;
@@ -621,101 +613,20 @@ impl<E: DispatchElement> SimdTask<E> for ChunkLayersTask<'_, '_, E> {
     }
 }
 
-/// Every layer for one row (`input`, already converted, with `input_nonzero` values not
-/// zero), then its result to the sink; with `threads` above one, large layers split their
-/// columns over the threads.
-struct RowLayersTask<'a, 's, E> {
-    model: &'a PackedModel<E>,
-    log: bool,
-    threads: usize,
-    input: &'a [E],
-    input_nonzero: usize,
-    even: &'a mut [E],
-    odd: &'a mut [E],
-    softmax_scratch: &'a mut [E],
-    indices: &'a mut [u32],
-    row: usize,
-    sink: &'a mut Sink<'s, E>,
-}
-
-impl<E: DispatchElement> SimdTask<E> for RowLayersTask<'_, '_, E> {
-    type Output = ();
-
-    #[inline(always)]
-    fn run<S: Simd<Elem = E>>(self, s: S) {
-        let RowLayersTask {
-            model,
-            log,
-            threads,
-            input: first_input,
-            input_nonzero,
-            even,
-            odd,
-            softmax_scratch,
-            indices,
-            row,
-            sink,
-        } = self;
-        let last = model.layers.len().saturating_sub(1);
-        for (index, layer) in model.layers.iter().enumerate() {
-            let (input, output): (&[E], &mut [E]) = match index {
-                0 => (first_input, &mut *even),
-                i if i % 2 == 1 => (&*even, &mut *odd),
-                _ => (&*odd, &mut *even),
-            };
-            let activation = model.activation_in_pass(index, log);
-            let floor = activation_floor(activation, index != last);
-            let input = &input[..layer.inputs];
-            let known_nonzero = if index == 0 {
-                Some(input_nonzero)
-            } else {
-                None
-            };
-            if let Some(parts) = column_parts::<S>(layer, threads) {
-                layer_single_row_split(
-                    s,
-                    model.level,
-                    &parts,
-                    threads,
-                    layer,
-                    activation,
-                    floor,
-                    input,
-                    output,
-                    softmax_scratch,
-                    indices,
-                    known_nonzero,
-                );
-            } else {
-                layer_single_row(
-                    s,
-                    layer,
-                    activation,
-                    floor,
-                    input,
-                    output,
-                    softmax_scratch,
-                    indices,
-                    known_nonzero,
-                );
-            }
-        }
-        let result = if last % 2 == 0 { &*even } else { &*odd };
-        emit_row(&result[..model.outputs()], row, sink);
-    }
-}
-
 /// At most this many rows left after a batch's last whole chunk run through the single-row path
-/// together (`layer_row_group`): their FMA chains and each step's inputs fill 20 of AVX-512's
-/// 32 registers (AVX2 leaves at most 3 such rows).
+/// together (`layer_row_group`): 4 vectors of each of 4 rows, their broadcast inputs and a
+/// weight vector take 21 of AVX-512's 32 registers (AVX2 runs 4, 3 and 2 vectors per block for
+/// 2, 3 and 4 rows). Groups of 5 and 6 ran slower than 4 and 1, or 4 and 2.
 const MAX_GROUPED_ROWS: usize = 4;
 
-/// Every layer for `R` rows together (`inputs`, already converted, `R` rows of the model's
-/// features, with `input_nonzero[r]` values not zero in row `r`), then their results to the
-/// sink. Each row's values are bit-identical to its own `RowLayersTask`.
+/// Every layer for one row or `R` rows together (`inputs`, already converted, `R` rows of the
+/// model's features, with `input_nonzero[r]` values not zero in row `r`), then their results
+/// to the sink. Each row's values are bit-identical to its pass alone and in a batch. With
+/// `threads` above one, a single row's large layers split their columns over the threads.
 struct RowGroupLayersTask<'a, 's, E, const R: usize> {
     model: &'a PackedModel<E>,
     log: bool,
+    threads: usize,
     inputs: &'a [E],
     input_nonzero: [usize; R],
     even: &'a mut [E],
@@ -736,6 +647,7 @@ impl<E: DispatchElement, const R: usize> SimdTask<E> for RowGroupLayersTask<'_, 
         let RowGroupLayersTask {
             model,
             log,
+            threads,
             inputs: first_inputs,
             input_nonzero,
             even,
@@ -761,20 +673,42 @@ impl<E: DispatchElement, const R: usize> SimdTask<E> for RowGroupLayersTask<'_, 
             let inputs: [&[E]; R] =
                 std::array::from_fn(|r| &input[r * input_stride..r * input_stride + layer.inputs]);
             let mut rows = output.chunks_exact_mut(row_stride);
-            let outs: [&mut [E]; R] =
+            let mut outs: [&mut [E]; R] =
                 std::array::from_fn(|_| rows.next().expect("R rows of row_stride (asserted)"));
             let known_nonzero = std::array::from_fn(|r| (index == 0).then(|| input_nonzero[r]));
-            layer_row_group(
-                s,
-                layer,
-                activation,
-                floor,
-                inputs,
-                outs,
-                softmax_scratch,
-                indices,
-                known_nonzero,
-            );
+            let split = if R == 1 {
+                column_parts::<S>(layer, threads)
+            } else {
+                None
+            };
+            if let (Some(parts), [input], [output]) = (split, &inputs[..], &mut outs[..]) {
+                layer_single_row_split(
+                    s,
+                    model.level,
+                    &parts,
+                    threads,
+                    layer,
+                    activation,
+                    floor,
+                    input,
+                    output,
+                    softmax_scratch,
+                    indices,
+                    known_nonzero[0],
+                );
+            } else {
+                layer_row_group(
+                    s,
+                    layer,
+                    activation,
+                    floor,
+                    inputs,
+                    outs,
+                    softmax_scratch,
+                    indices,
+                    known_nonzero,
+                );
+            }
         }
         let result = if last % 2 == 0 { &*even } else { &*odd };
         for r in 0..R {

@@ -355,12 +355,8 @@ pub fn nonzero_steps<S: Simd>(
 /// and offset; `bias` and every `dst` at `offset .. + LANES`; all `inputs` have the same length,
 /// and every `nonzero` index is below it.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-// the micro-kernel's operands, passed as raw parts
-// Indices, not iterators, over the accumulators: through references to them (`iter().flatten()`
-// and the like), LLVM kept a copy of every accumulator in memory, storing each one after each
-// multiply-add, which made 4 rows twice as slow as 2.
-#[allow(clippy::needless_range_loop)]
+#[allow(clippy::too_many_arguments)] // the micro-kernel's operands, passed as raw parts
+#[allow(clippy::needless_range_loop)] // see the accumulators' loops
 unsafe fn gemv_block<S: Simd, const B: usize, const R: usize>(
     s: S,
     inputs: [&[S::Elem]; R],
@@ -378,10 +374,13 @@ where
     S::Elem: ExpConstants,
 {
     let offset = |b: usize| if b + 1 == B { last } else { b * S::LANES };
-    let steps = inputs.first().map_or(0, |input| input.len());
+    let step_count = inputs.first().map_or(0, |input| input.len());
     // SAFETY: (whole body) offsets are within the extents the caller guarantees, and so are
-    // the steps k read with `get_unchecked`: below `steps`, every row's length.
+    // the steps k read with `get_unchecked`: below `step_count`, every row's length.
     unsafe {
+        // Indices, not iterators, over the accumulators: through references to them
+        // (`iter().flatten()` and the like), LLVM kept a copy of every accumulator in memory,
+        // storing each one after each multiply-add, which made 4 rows twice as slow as 2.
         let mut acc = [[s.splat(S::Elem::ZERO); B]; R];
         for r in 0..R {
             for b in 0..B {
@@ -393,7 +392,12 @@ where
         macro_rules! step {
             ($k:expr) => {{
                 let k = $k;
-                let xk: [S::V; R] = std::array::from_fn(|r| s.splat(*inputs[r].get_unchecked(k)));
+                // A loop, not `array::from_fn`: a closure would be compiled outside the
+                // caller's target features.
+                let mut xk = [s.splat(S::Elem::ZERO); R];
+                for r in 0..R {
+                    xk[r] = s.splat(*inputs[r].get_unchecked(k));
+                }
                 let wk = w.add(k * stride);
                 for b in 0..B {
                     let weights = s.load(wk.add(offset(b)));
@@ -411,7 +415,7 @@ where
         let mut needs_full_sum = false;
         match nonzero {
             None => {
-                for k in 0..steps {
+                for k in 0..step_count {
                     step!(k);
                 }
             }
@@ -529,8 +533,11 @@ pub fn row_group_steps<'a, S: Simd, const R: usize>(
     indices: &'a mut [u32],
     known_nonzero: [Option<usize>; R],
 ) -> Option<&'a [u32]> {
-    let steps = inputs.first().map_or(0, |input| input.len());
-    let sparse = |count: usize| count * 8 <= steps * 7;
+    if let ([input], [known]) = (&inputs[..], &known_nonzero[..]) {
+        return single_row_steps(s, layer, input, indices, *known);
+    }
+    let step_count = inputs.first().map_or(0, |input| input.len());
+    let sparse = |count: usize| count * 8 <= step_count * 7;
     if !layer.finite_weights || known_nonzero.iter().flatten().any(|&count| !sparse(count)) {
         return None;
     }
@@ -549,13 +556,15 @@ fn nonzero_in_any_row<S: Simd, const R: usize>(
     inputs: [&[S::Elem]; R],
     mut indices: Option<&mut [u32]>,
 ) -> usize {
-    let steps = inputs.first().map_or(0, |input| input.len());
-    assert!(inputs.iter().all(|input| input.len() == steps) && steps <= u32::MAX as usize);
+    let step_count = inputs.first().map_or(0, |input| input.len());
+    assert!(
+        inputs.iter().all(|input| input.len() == step_count) && step_count <= u32::MAX as usize
+    );
     assert!(indices
         .as_ref()
-        .is_none_or(|indices| indices.len() >= steps));
+        .is_none_or(|indices| indices.len() >= step_count));
     let lanes = S::LANES;
-    let full = steps - steps % lanes;
+    let full = step_count - step_count % lanes;
     let mut count = 0;
     for first in (0..full).step_by(lanes) {
         let mut mask = 0;
@@ -574,7 +583,7 @@ fn nonzero_in_any_row<S: Simd, const R: usize>(
             count += mask.count_ones() as usize;
         }
     }
-    for k in full..steps {
+    for k in full..step_count {
         if let Some(indices) = indices.as_deref_mut() {
             indices[count] = k as u32;
         }
@@ -697,7 +706,7 @@ unsafe fn row_group_vector_range<S: Simd, const R: usize>(
                                 )
                             };
                         })*
-                        _ => unreachable!("blocks hold 1 to 8 vectors"),
+                        _ => unreachable!("blocks hold 1 to 8 vectors, 1 to 4 for several rows"),
                     }
                 };
             }
@@ -750,53 +759,17 @@ pub fn finish_single_row<S: Simd>(
     }
 }
 
-/// One layer for one row on the calling thread: `input` has `inputs` values, `out` gets
-/// `row_width` values (the first `outputs` meaningful, those below `floor` zero as in
-/// `layer_chunk`). `scratch` holds `outputs * LANES` elements for softmax layers, `indices` at
-/// least `inputs` entries; `known_nonzero` as in `single_row_steps`.
+/// One layer for `R` rows on the calling thread (one row, or the few rows a batch leaves after
+/// its last whole chunk, which would otherwise each stream the layer's weights from L2 on their
+/// own): each input has `inputs` values, `outs[r]` gets row `r`'s `row_width` values (the first
+/// `outputs` meaningful, those below `floor` zero as in `layer_chunk`). `scratch` holds
+/// `outputs * LANES` elements for softmax layers, `indices` at least `inputs` entries;
+/// `known_nonzero[r]` as in `single_row_steps`.
 ///
-/// Steps whose input is zero are skipped when every weight is finite: a single row streams the
-/// whole weight matrix from L2, so MNIST's four-fifths of zero pixels are four-fifths of layer
-/// 1's time. The result stays bit-identical to the full sum (and to the row in a batch).
-#[inline(always)]
-#[allow(clippy::too_many_arguments)] // a layer, its row's buffers and what is known of the row
-pub fn layer_single_row<S: Simd>(
-    s: S,
-    layer: &PackedLayer<S::Elem>,
-    activation: Activation,
-    floor: S::Elem,
-    input: &[S::Elem],
-    out: &mut [S::Elem],
-    scratch: &mut [S::Elem],
-    indices: &mut [u32],
-    known_nonzero: Option<usize>,
-) where
-    S::Elem: ExpConstants,
-{
-    assert!(out.len() >= layer.row_width);
-    let steps = single_row_steps(s, layer, input, indices, known_nonzero);
-    let vectors = single_row_vectors::<S>(layer);
-    // SAFETY: `out` holds `row_width` elements (asserted) and is borrowed by this call alone;
-    // `single_row_steps` lists only indices of `input`.
-    unsafe {
-        single_row_vector_range(
-            s,
-            layer,
-            activation,
-            floor,
-            input,
-            steps,
-            out.as_mut_ptr(),
-            0..vectors,
-        )
-    };
-    finish_single_row(s, layer, activation, floor, out, scratch);
-}
-
-/// `layer_single_row` for `R` rows at once: the few rows a batch leaves after its last whole
-/// chunk, which would otherwise each stream the layer's weights from L2 on their own. Every
-/// row's values are bit-identical to its own `layer_single_row`. `outs[r]` gets row `r`'s
-/// `row_width` values; `known_nonzero[r]` as in `single_row_steps`.
+/// Steps whose input is zero in every row are skipped when every weight is finite: a single row
+/// streams the whole weight matrix from L2, so MNIST's four-fifths of zero pixels are
+/// four-fifths of layer 1's time. Every row's values stay bit-identical to the full sum (and to
+/// the row in a batch).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)] // a layer, its rows' buffers and what is known of them
 pub fn layer_row_group<S: Simd, const R: usize>(

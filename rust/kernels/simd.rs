@@ -267,10 +267,11 @@ pub trait Arithmetic: Copy {
     /// NaN included, pass unchanged. Cheaper than `flush_below` where the sign is known.
     fn zero_below_nonneg(self, a: Self::V, floor: Self::V) -> Self::V;
     /// A finished sum, its NaN lanes made one fixed NaN where the level's additions do not
-    /// say which of two NaNs they keep; `a` itself elsewhere. An FMA instruction keeps its
-    /// accumulator's NaN (x86's VFMADD231, Arm's FMLA), so every kernel's sums agree bit for
-    /// bit; a separate addition is commutative to the compiler, which may keep either, and
-    /// differently in two kernels.
+    /// say which of two NaNs they keep; `a` itself elsewhere. The FMA levels' kernels compile
+    /// to instructions whose first operand is the accumulator (x86's VFMADD231, Arm's FMLA),
+    /// and an FMA keeps the first NaN operand's, so their sums agree bit for bit (the tests
+    /// check every path against the others); a separate addition is commutative to the
+    /// compiler, which may keep either NaN, and differently in two kernels.
     #[inline(always)]
     fn settle_nan(self, a: Self::V) -> Self::V {
         a
