@@ -995,8 +995,7 @@ mod tests {
                     assert!(block > 0 && block.is_multiple_of(lanes) && block <= widest);
                     let blocks = features.div_ceil(block);
                     assert_eq!(blocks, features.div_ceil(widest), "{features} {widest}");
-                    // No block is shorter than the others by a vector or more, but the last,
-                    // by less than one per block.
+                    // Only the last block may be shorter, by less than a vector per block.
                     let last = features - (blocks.max(1) - 1) * block;
                     assert!(features == 0 || block - last < blocks * lanes, "{features}");
                 }
