@@ -216,7 +216,7 @@ where
                 }
             };
         }
-        run_tile!(1 2 3 4 5 6 7 8 9 10 11 12);
+        run_tile!(1 2 3 4 5 6 7 8 9 10 11 12 13);
     }
     if last_block {
         // SAFETY: the tiles' columns are consecutive (`column_tiles`) and lie within `outputs`,
