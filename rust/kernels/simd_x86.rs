@@ -609,8 +609,8 @@ impl Arithmetic for Avx512<f32> {
 impl Simd for Avx512<f32> {
     const LANES: usize = 16;
     /// 26 accumulators, 29 of the 32 registers: the tutorial's 50 columns in 4 tiles, not 5
-    /// of 10, so a tenth fewer loop starts and partial-sum loads (1-2% of 10,000 rows on the
-    /// Xeon).
+    /// of 10, so a fifth fewer k loops and passes over the packed rows (1-2% of 10,000 rows
+    /// on the Xeon).
     const MAX_TILE_COLS: usize = 13;
     /// Half the smallest L1 data cache measured: on the Xeon, 4-5% faster than one block.
     const FIRST_LAYER_BLOCK_BYTES: Option<usize> = Some(16 << 10);

@@ -219,7 +219,7 @@ proptest! {
                 .iter()
                 .map(|(inputs, w, b, act)| {
                     let w = ndarray::ArrayView2::from_shape((*inputs, b.len()), w).unwrap();
-                    PackedLayer::new(w, b, *act, level_tile_cols(level))
+                    PackedLayer::new(w, b, *act, level_tile_cols::<f64>(level))
                 })
                 .collect();
             let model = PackedModel::new(layers, 1.0, level);
@@ -259,15 +259,17 @@ proptest! {
     }
 }
 
-fn level_tile_cols(level: Level) -> usize {
+/// The widest column tile of `level` for elements `E`, as the bindings build models with (the
+/// widths differ: 13 for float32 at AVX-512, 12 for float64).
+fn level_tile_cols<E: DispatchElement>(level: Level) -> usize {
     struct Cols;
-    impl SimdTask<f64> for Cols {
+    impl<E: DispatchElement> SimdTask<E> for Cols {
         type Output = usize;
-        fn run<S: Simd<Elem = f64>>(self, _s: S) -> usize {
+        fn run<S: Simd<Elem = E>>(self, _s: S) -> usize {
             S::MAX_TILE_COLS
         }
     }
-    f64::dispatch(level, Cols)
+    E::dispatch(level, Cols)
 }
 
 /// The exact bits of a value (NaN payloads and zero signs included).
@@ -298,7 +300,7 @@ fn alone_as_in_a_batch<E: DispatchElement + InputElement + Bits>(
 ) -> Vec<E> {
     let inputs = x.len();
     let w = ndarray::ArrayView2::from_shape((inputs, b.len()), w).unwrap();
-    let layer = PackedLayer::new(w, b, activation, level_tile_cols(level));
+    let layer = PackedLayer::new(w, b, activation, level_tile_cols::<E>(level));
     let bits = |v: &[E]| v.iter().map(|x| x.bits()).collect::<Vec<_>>();
     let batch: Vec<E> = x.iter().copied().cycle().take(40 * inputs).collect();
     // A scale of 1 reads the row in place; any other converts it first, counting its zeros on
@@ -434,14 +436,14 @@ fn a_wide_layer_split_over_threads_gives_the_same_bits_as_one_thread_and_the_bat
                     view(&w1, inputs, wide).view(),
                     &b1,
                     first,
-                    level_tile_cols(level),
+                    level_tile_cols::<E>(level),
                 )];
                 if let Some(act) = second {
                     layers.push(PackedLayer::new(
                         view(&w2, wide, outputs).view(),
                         &b2,
                         act,
-                        level_tile_cols(level),
+                        level_tile_cols::<E>(level),
                     ));
                 }
                 let width = if second.is_some() { outputs } else { wide };
@@ -889,12 +891,17 @@ fn row_group_steps_list_the_steps_nonzero_in_any_row_at_every_level() {
     let w_inf = ndarray::ArrayView2::from_shape((steps, 3), &infinite).unwrap();
     let dense: Vec<f32> = (0..steps).map(|k| k as f32 + 1.0).collect();
     for level in levels() {
-        let layer = PackedLayer::new(w, &[0.0; 3], Activation::Identity, level_tile_cols(level));
+        let layer = PackedLayer::new(
+            w,
+            &[0.0; 3],
+            Activation::Identity,
+            level_tile_cols::<f32>(level),
+        );
         let layer_inf = PackedLayer::new(
             w_inf,
             &[0.0; 3],
             Activation::Identity,
-            level_tile_cols(level),
+            level_tile_cols::<f32>(level),
         );
         let run = |layer: &PackedLayer<f32>, group: [&[f32]; 3], known| {
             f32::dispatch(
